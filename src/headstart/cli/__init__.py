@@ -1,0 +1,1 @@
+"""The ``headstart`` command line (Typer)."""

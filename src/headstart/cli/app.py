@@ -1,0 +1,315 @@
+"""The ``headstart`` command. Thin: every command parses options and calls the library.
+
+Results go to stdout (a table, or JSON with ``--json``); progress and diagnostics go to
+stderr. Exit codes: 0 ok, 1 error (bad data, missing model...), 2 usage.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.logging import RichHandler
+from rich.table import Table
+
+from headstart.cli import render
+from headstart.errors import HeadstartError
+
+app = typer.Typer(
+    name="headstart",
+    help="Transfer learning on small labeled datasets: audit, adapt a pretrained backbone, prove it, ship it.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+cache_app = typer.Typer(help="Inspect or clear the embedding cache.", no_args_is_help=True)
+app.add_typer(cache_app, name="cache")
+
+
+class ClassWeight(str, Enum):
+    none = "none"
+    balanced = "balanced"
+
+
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or warnings on stderr.")]
+Json = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
+CacheDir = Annotated[
+    Path | None,
+    typer.Option("--cache-dir", help="Embedding cache folder (default: $HEADSTART_CACHE or ~/.cache/headstart)."),
+]
+NoCache = Annotated[bool, typer.Option("--no-cache", help="Neither read nor write cached features.")]
+Device = Annotated[str, typer.Option(help="auto (CUDA when present), cpu, cuda, cuda:N.")]
+BatchSize = Annotated[int, typer.Option(min=1, help="Items per forward pass.")]
+TextCol = Annotated[str | None, typer.Option("--text-col", help="Table column with the texts.")]
+ImageCol = Annotated[str | None, typer.Option("--image-col", help="Table column with image paths.")]
+LabelCol = Annotated[str, typer.Option("--label-col", help="Table column with the labels.")]
+
+
+def _setup(quiet: bool, verbose: bool = False) -> render.RichProgress | None:
+    level = logging.ERROR if quiet else (logging.INFO if verbose else logging.WARNING)
+    logging.basicConfig(level=level, format="%(message)s", force=True,
+                        handlers=[RichHandler(console=render.stderr, show_time=False, show_path=False)])
+    for noisy in ("transformers", "timm", "huggingface_hub", "accelerate"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+    return None if quiet else render.RichProgress()
+
+
+def _cache_arg(cache_dir: Path | None, no_cache: bool) -> bool | Path:
+    if no_cache:
+        return False
+    return cache_dir if cache_dir is not None else True
+
+
+# ------------------------------------------------------------------ backbones
+@app.command()
+def backbones(
+    pattern: Annotated[str, typer.Argument(help="Shell-style name filter, e.g. 'efficientnet*'.")] = "*",
+    all_: Annotated[bool, typer.Option("--all", help="Include the tiny test backbones.")] = False,
+    json_: Json = False,
+) -> None:
+    """List the backbones you can use (and which work offline)."""
+    from headstart.backbones import list_backbones
+
+    rows = [b.to_dict() for b in list_backbones(pattern, include_test=all_)]
+    if json_:
+        render.print_json(rows)
+        return
+    table = Table(title="backbones", title_justify="left")
+    for col, justify in (("name", "left"), ("modality", "left"), ("params", "right"), ("feature dim", "right"),
+                         ("offline", "center"), ("license", "left"), ("source", "left")):
+        table.add_column(col, justify=justify)
+    for r in rows:
+        table.add_row(r["name"], r["modality"], render.human_count(r["n_params"]), str(r["feature_dim"]),
+                      "yes" if r["offline"] else "[red]no[/]", r["license"], r["source"])
+    render.stdout.print(table)
+    render.stdout.print(
+        "Also accepted by --backbone: timm:ARCH (any timm model; weights from the hub, or "
+        "--weights FILE.safetensors offline), hf:MODEL_ID (any Hugging Face encoder), or a local "
+        "model folder."
+    )
+
+
+# ------------------------------------------------------------------------ fit
+@app.command()
+def fit(
+    data: Annotated[Path, typer.Argument(help="A folder of class sub-folders, or a CSV/TSV/JSONL/Parquet table.")],
+    out: Annotated[Path | None, typer.Option(help="Bundle folder to write (default: runs/<data name>).")] = None,
+    backbone: Annotated[str | None, typer.Option(help="Backbone name; default: minilm (text), efficientnet_lite0 (images).")] = None,
+    weights: Annotated[str | None, typer.Option(help="Local .safetensors checkpoint for a timm:ARCH backbone.")] = None,
+    strategy: Annotated[str, typer.Option(help="Adaptation strategy.")] = "linear-probe",
+    text_col: TextCol = None,
+    image_col: ImageCol = None,
+    label_col: LabelCol = "label",
+    split_col: Annotated[str | None, typer.Option("--split-col", help="Column of train/val/test values.")] = None,
+    slice_col: Annotated[list[str] | None, typer.Option("--slice-col", help="Column to report metrics per value of (repeatable).")] = None,
+    val_fraction: Annotated[float, typer.Option(min=0.0, max=0.9, help="Validation share when the data has no split.")] = 0.1,
+    test_fraction: Annotated[float, typer.Option(min=0.0, max=0.9, help="Held-out test share when the data has no split.")] = 0.2,
+    seed: Annotated[int, typer.Option(help="Seed for splits and every random step.")] = 0,
+    c: Annotated[float | None, typer.Option("--C", help="Fix the head's inverse regularisation (default: cross-validated).")] = None,
+    cv: Annotated[int, typer.Option(min=2, help="Cross-validation folds for choosing C.")] = 5,
+    class_weight: Annotated[ClassWeight, typer.Option(help="Weight classes by inverse frequency.")] = ClassWeight.none,
+    max_length: Annotated[int | None, typer.Option(min=1, help="Token limit for text backbones.")] = None,
+    batch_size: BatchSize = 32,
+    device: Device = "auto",
+    cache_dir: CacheDir = None,
+    no_cache: NoCache = False,
+    quiet: Quiet = False,
+    json_: Json = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="More diagnostics on stderr.")] = False,
+) -> None:
+    """Fit a classifier on labeled data, evaluate it on a held-out split and write a bundle."""
+    from headstart.classifier import TransferClassifier
+    from headstart.data import assign_splits, load_data
+
+    progress = _setup(quiet, verbose)
+    dataset = load_data(data, text_col=text_col, image_col=image_col, label_col=label_col,
+                        split_col=split_col, slice_cols=slice_col or ())
+    dataset = assign_splits(dataset, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+    clf = TransferClassifier(
+        backbone=backbone, strategy=strategy, weights=weights, C=c, cv=cv,
+        class_weight=None if class_weight is ClassWeight.none else class_weight.value,
+        max_length=max_length, batch_size=batch_size, device=device,
+        cache=_cache_arg(cache_dir, no_cache), random_state=seed,
+    )
+    clf.fit(dataset, progress=progress)
+    out = out or Path("runs") / (data.stem if data.is_file() else data.resolve().name)
+    loader = {"text_col": text_col, "image_col": image_col, "label_col": label_col, "split_col": split_col,
+              "slice_cols": slice_col or []}
+    clf.save(out, extra={"command": shlex.join(["headstart", *sys.argv[1:]]), "loader": loader})
+    result = {"bundle": str(out), "data": clf.fit_info_["data"], "backbone": clf.backbone_.spec.to_dict(),
+              "strategy": clf.strategy_details_, "metrics": clf.metrics_, "seed": seed,
+              "fit_seconds": clf.fit_info_["fit_seconds"]}
+    if json_:
+        render.print_json(result)
+        return
+    _print_fit_summary(result)
+
+
+def _print_fit_summary(result: dict[str, Any]) -> None:
+    d, b, s = result["data"], result["backbone"], result["strategy"]
+    splits = " · ".join(f"{k} {v}" for k, v in d["split_counts"].items())
+    render.stdout.print(f"[bold]data[/]      {d['source']} ({d['modality']}, {d['n_items']} items, "
+                        f"{len(d['classes'])} classes; {splits}) fingerprint {d['fingerprint'][:12]}")
+    render.stdout.print(f"[bold]backbone[/]  {b['name']} ({render.human_count(b['n_params'])} params, "
+                        f"{b['feature_dim']}-d, {'offline' if b['offline'] else 'hub'}) — {b['source']}")
+    chosen = f"C={s['C']:g} ({s['C_selection']})" if "C" in s else ""
+    render.stdout.print(f"[bold]strategy[/]  {s['name']} {chosen}; {result['fit_seconds']:.1f}s")
+    if "test" in result["metrics"]:
+        render.metrics_tables(result["metrics"]["test"], "held-out test split")
+    else:
+        render.stdout.print("no test split: nothing held out to evaluate on (use --test-fraction or a test split).")
+    render.stdout.print(f"[bold]bundle[/]    {result['bundle']}")
+
+
+# -------------------------------------------------------------------- predict
+@app.command()
+def predict(
+    bundle: Annotated[Path, typer.Argument(help="A bundle folder written by `headstart fit`.")],
+    inputs: Annotated[list[str] | None, typer.Argument(help="Image files/folders, a table, or '-' (default) for text lines on stdin.")] = None,
+    text_col: TextCol = None,
+    image_col: ImageCol = None,
+    batch_size: BatchSize = 32,
+    device: Device = "auto",
+    cache_dir: CacheDir = None,
+    no_cache: NoCache = False,
+    quiet: Quiet = False,
+    json_: Json = False,
+) -> None:
+    """Predict labels (and probabilities) for new items."""
+    from headstart import load
+    from headstart.cli.inputs import read_inputs
+
+    progress = _setup(quiet)
+    clf = load(bundle)
+    clf.set_params(batch_size=batch_size, device=device, cache=_cache_arg(cache_dir, no_cache))
+    dataset = read_inputs(inputs or ["-"], clf.backbone_.spec.modality, text_col=text_col, image_col=image_col)
+    proba = clf.predict_proba(dataset, progress=progress)
+    classes = [c.item() if hasattr(c, "item") else c for c in clf.classes_]
+    rows = []
+    for loc, item, p in zip(dataset.locators, dataset.items, proba):
+        best = int(p.argmax())
+        rows.append({"item": loc if dataset.modality == "image" else render_item(item, loc),
+                     "label": classes[best], "confidence": float(p[best]),
+                     "probabilities": {str(c): float(v) for c, v in zip(classes, p)}})
+    if json_:
+        render.print_json({"bundle": str(bundle), "predictions": rows})
+        return
+    table = Table(show_header=True)
+    table.add_column("item")
+    table.add_column("label")
+    table.add_column("confidence", justify="right")
+    for r in rows:
+        table.add_row(r["item"], str(r["label"]), f"{r['confidence']:.3f}")
+    render.stdout.print(table)
+
+
+def render_item(item: Any, locator: str) -> str:
+    from headstart.data.dataset import describe_path
+
+    return describe_path(item) if locator.startswith("<stdin>") else f"{locator}: {describe_path(item)}"
+
+
+# ------------------------------------------------------------------- evaluate
+@app.command()
+def evaluate(
+    bundle: Annotated[Path, typer.Argument(help="A bundle folder written by `headstart fit`.")],
+    data: Annotated[Path, typer.Argument(help="Labeled data: a folder of class sub-folders or a table.")],
+    text_col: TextCol = None,
+    image_col: ImageCol = None,
+    label_col: Annotated[str | None, typer.Option("--label-col", help="Label column (default: as at fit).")] = None,
+    split: Annotated[str | None, typer.Option(help="Evaluate one split only (train/val/test) when the data has splits.")] = None,
+    split_col: Annotated[str | None, typer.Option("--split-col", help="Column of train/val/test values.")] = None,
+    batch_size: BatchSize = 32,
+    device: Device = "auto",
+    cache_dir: CacheDir = None,
+    no_cache: NoCache = False,
+    quiet: Quiet = False,
+    json_: Json = False,
+) -> None:
+    """Every metric of a bundle on labeled data."""
+    from headstart import load
+    from headstart.bundle import read_manifest
+    from headstart.data import load_data
+
+    progress = _setup(quiet)
+    loader = read_manifest(bundle, verify=False).get("loader", {})
+    table_opts = {}
+    if not data.is_dir():
+        table_opts = {"text_col": text_col or loader.get("text_col"), "image_col": image_col or loader.get("image_col"),
+                      "split_col": split_col}
+    dataset = load_data(data, label_col=label_col or loader.get("label_col") or "label", **table_opts)
+    if split is not None:
+        dataset = dataset.split(split)
+    clf = load(bundle)
+    clf.set_params(batch_size=batch_size, device=device, cache=_cache_arg(cache_dir, no_cache))
+    metrics = clf.evaluate(dataset, progress=progress)
+    if json_:
+        render.print_json({"bundle": str(bundle), "data": str(data), "split": split or "all", "metrics": metrics})
+        return
+    render.metrics_tables(metrics, f"{data}" + (f" ({split} split)" if split else ""))
+
+
+# ---------------------------------------------------------------------- cache
+@cache_app.command("info")
+def cache_info(cache_dir: CacheDir = None, json_: Json = False) -> None:
+    """What the embedding cache holds, per backbone."""
+    from headstart.embedding_cache import EmbeddingCache
+
+    cache = EmbeddingCache(cache_dir)
+    rows = cache.info()
+    if json_:
+        render.print_json({"cache_dir": str(cache.root), "backbones": rows})
+        return
+    render.stdout.print(f"cache: {cache.root}")
+    table = Table()
+    for col in ("backbone", "identity", "feature dim", "items", "shards", "size"):
+        table.add_column(col, justify="right" if col in ("items", "shards", "size", "feature dim") else "left")
+    for r in rows:
+        table.add_row(r["backbone"], r["identity"][:12], str(r["feature_dim"]), str(r["items"]), str(r["shards"]),
+                      f"{r['bytes'] / 1e6:.1f} MB")
+    render.stdout.print(table)
+
+
+@cache_app.command("clear")
+def cache_clear(
+    cache_dir: CacheDir = None,
+    backbone: Annotated[str | None, typer.Option(help="Only this backbone's vectors (name or identity).")] = None,
+) -> None:
+    """Delete cached feature vectors."""
+    from headstart.embedding_cache import EmbeddingCache
+
+    cache = EmbeddingCache(cache_dir)
+    removed = cache.clear(backbone)
+    render.stdout.print(f"removed {removed} backbone cache folder(s) from {cache.root}")
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the command line with ``argv``; returns the exit code (0 ok, 1 error, 2 usage)."""
+    import click
+
+    try:
+        app(args=argv, prog_name="headstart", standalone_mode=False)
+    except HeadstartError as e:
+        render.stderr.print(f"[bold red]error:[/] {e}", highlight=False)
+        return 1
+    except KeyboardInterrupt:
+        render.stderr.print("interrupted")
+        return 130
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except click.Abort:
+        return 1
+    except click.ClickException as e:
+        e.show()
+        return e.exit_code
+    return 0
+
+
+def main() -> None:
+    """Console entry point."""
+    sys.exit(run())

@@ -1,0 +1,94 @@
+"""Terminal rendering: rich tables on stdout, progress bars on stderr."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+stdout = Console(soft_wrap=True)
+stderr = Console(stderr=True)
+
+
+class RichProgress:
+    """A :class:`headstart.progress.ProgressReporter` drawing one bar per task on stderr."""
+
+    def __init__(self) -> None:
+        self._progress: Progress | None = None
+        self._task: Any = None
+
+    def start(self, description: str, total: int) -> None:
+        self.finish()
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+            console=stderr, transient=False,
+        )
+        self._progress.start()
+        self._task = self._progress.add_task(description, total=total)
+
+    def advance(self, n: int = 1) -> None:
+        if self._progress is not None:
+            self._progress.advance(self._task, n)
+
+    def finish(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+
+def print_json(payload: Any) -> None:
+    sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
+
+
+def fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def human_count(n: int) -> str:
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f}{unit}"
+    return str(n)
+
+
+def metrics_tables(metrics: dict[str, Any], title: str) -> None:
+    """Summary metrics, the per-class table and the confusion matrix."""
+    summary = Table(title=title, title_justify="left", show_header=True)
+    for key in ("n", "accuracy", "balanced_accuracy", "macro_f1", "roc_auc", "log_loss"):
+        summary.add_column(key.replace("_", " "), justify="right")
+    summary.add_row(*(fmt(metrics.get(k)) for k in ("n", "accuracy", "balanced_accuracy", "macro_f1",
+                                                       "roc_auc", "log_loss")))
+    stdout.print(summary)
+    if metrics.get("roc_auc_note"):
+        stdout.print(f"  ROC-AUC: {metrics['roc_auc_note']}")
+    per_class = Table(title="per class", title_justify="left")
+    for col in ("label", "precision", "recall", "f1", "support"):
+        per_class.add_column(col, justify="left" if col == "label" else "right")
+    for row in metrics["per_class"]:
+        per_class.add_row(str(row["label"]), fmt(row["precision"], 3), fmt(row["recall"], 3),
+                          fmt(row["f1"], 3), str(row["support"]))
+    stdout.print(per_class)
+    cm = metrics["confusion_matrix"]
+    matrix = Table(title="confusion matrix (rows: true, columns: predicted)", title_justify="left")
+    matrix.add_column("")
+    for label in cm["labels"]:
+        matrix.add_column(str(label), justify="right")
+    for i, (label, row) in enumerate(zip(cm["labels"], cm["matrix"])):
+        matrix.add_row(str(label), *(f"[bold]{v}[/]" if i == j else str(v) for j, v in enumerate(row)))
+    stdout.print(matrix)

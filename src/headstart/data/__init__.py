@@ -1,0 +1,68 @@
+"""Loading data into a :class:`Dataset`: image folders, tables and in-memory lists."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from headstart.data.dataset import SPLITS, Dataset
+from headstart.data.images import collect_image_paths, load_image_folder
+from headstart.data.memory import from_memory, infer_modality
+from headstart.data.splits import assign_splits, check_classes
+from headstart.data.tables import TABLE_SUFFIXES, is_table, load_table
+from headstart.errors import DataError
+
+__all__ = [
+    "SPLITS",
+    "Dataset",
+    "assign_splits",
+    "check_classes",
+    "collect_image_paths",
+    "from_memory",
+    "infer_modality",
+    "load_data",
+    "load_image_folder",
+    "load_table",
+]
+
+
+def load_data(
+    path: str | Path,
+    *,
+    text_col: str | None = None,
+    image_col: str | None = None,
+    label_col: str | None = "label",
+    split_col: str | None = None,
+    slice_cols: Sequence[str] = (),
+    require_labels: bool = True,
+) -> Dataset:
+    """Load labeled data from a folder of class sub-folders or a table.
+
+    Example:
+        >>> ds = load_data("emails.jsonl", text_col="text", label_col="label")  # doctest: +SKIP
+        >>> ds = load_data("animal-silhouettes/")                                # doctest: +SKIP
+    """
+    p = Path(path)
+    if p.is_dir():
+        if text_col or image_col or split_col or slice_cols:
+            raise DataError(
+                f"{p} is a folder of images; --text-col/--image-col/--split-col/--slice-col apply "
+                "to tables only."
+            )
+        return load_image_folder(p)
+    if not p.exists():
+        raise DataError(f"{p} does not exist. Give a folder of class sub-folders or a table file.")
+    if is_table(p):
+        return load_table(
+            p,
+            text_col=text_col,
+            image_col=image_col,
+            label_col=label_col,
+            split_col=split_col,
+            slice_cols=slice_cols,
+            require_labels=require_labels,
+        )
+    raise DataError(
+        f"{p}: cannot load a {p.suffix or 'suffix-less'} file as data. Use a folder with one "
+        f"sub-folder per class, or a table ({', '.join(TABLE_SUFFIXES)})."
+    )

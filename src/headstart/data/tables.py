@@ -1,0 +1,173 @@
+"""Tables (CSV, TSV, JSONL, Parquet) with a text or image-path column and a label column."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from headstart.data.dataset import Dataset
+from headstart.data.splits import normalize_split_name
+from headstart.errors import DataError
+
+TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".ndjson", ".json", ".parquet", ".pq")
+_IMAGE_COLUMN_GUESSES = ("image", "image_path", "path", "file", "filepath", "filename")
+_TEXT_COLUMN_GUESSES = ("text", "sentence", "content", "body", "document")
+
+
+def is_table(path: Path) -> bool:
+    return path.suffix.lower() in TABLE_SUFFIXES
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """Read a table by its extension, with an error that names the file and the problem."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"table {p} does not exist.")
+    suffix = p.suffix.lower()
+    try:
+        if suffix == ".csv":
+            return pd.read_csv(p, keep_default_na=False, na_values=[""])
+        if suffix == ".tsv":
+            return pd.read_csv(p, sep="\t", keep_default_na=False, na_values=[""])
+        if suffix in (".jsonl", ".ndjson"):
+            return pd.read_json(p, lines=True, dtype=False)
+        if suffix == ".json":
+            return pd.read_json(p, dtype=False)
+        if suffix in (".parquet", ".pq"):
+            return pd.read_parquet(p)
+    except (ValueError, OSError, UnicodeDecodeError, pd.errors.ParserError) as e:
+        raise DataError(f"cannot read {p} as {suffix[1:].upper()}: {e}") from e
+    raise DataError(f"{p}: unsupported table type {suffix!r}; use one of {', '.join(TABLE_SUFFIXES)}.")
+
+
+def _missing(value: Any) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, float) and math.isnan(value):
+        return True
+    return isinstance(value, str) and not value.strip()
+
+
+def _require_column(df: pd.DataFrame, column: str, path: Path, option: str) -> None:
+    if column not in df.columns:
+        present = ", ".join(map(str, df.columns))
+        raise DataError(f"{path}: no column {column!r} (columns present: {present}). Pass {option} NAME.")
+
+
+def _rows(indices: Sequence[int], limit: int = 5) -> str:
+    shown = ", ".join(str(i + 1) for i in indices[:limit])
+    more = f" and {len(indices) - limit} more" if len(indices) > limit else ""
+    return f"row{'s' if len(indices) > 1 else ''} {shown}{more}"
+
+
+def _clean_label(value: Any) -> Any:
+    # JSON/CSV integers arrive as numpy ints or floats like 1.0; keep them as plain ints.
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def load_table(
+    path: str | Path,
+    *,
+    text_col: str | None = None,
+    image_col: str | None = None,
+    label_col: str | None = "label",
+    split_col: str | None = None,
+    slice_cols: Sequence[str] = (),
+    require_labels: bool = True,
+) -> Dataset:
+    """Load a table of texts or image paths.
+
+    Args:
+        path: a ``.csv``, ``.tsv``, ``.jsonl``, ``.json`` or ``.parquet`` file.
+        text_col: the column holding texts (guessed: ``text``, ``sentence``...).
+        image_col: the column holding image paths, relative to the table's folder.
+        label_col: the label column; ``None`` for unlabeled data.
+        split_col: optional column of ``train``/``val``/``test`` values.
+        slice_cols: columns kept to report metrics per slice.
+        require_labels: raise when the label column is absent.
+
+    Rows are numbered from 1 in messages (the first data row is row 1).
+    """
+    p = Path(path)
+    df = read_table(p)
+    if len(df) == 0:
+        raise DataError(f"{p} has no rows.")
+    df.columns = [str(c) for c in df.columns]
+    if text_col is None and image_col is None:
+        text_col = next((c for c in _TEXT_COLUMN_GUESSES if c in df.columns), None)
+        if text_col is None:
+            image_col = next((c for c in _IMAGE_COLUMN_GUESSES if c in df.columns), None)
+        if text_col is None and image_col is None:
+            raise DataError(
+                f"{p}: cannot tell which column holds the inputs (columns present: "
+                f"{', '.join(df.columns)}). Pass --text-col NAME for texts or --image-col NAME "
+                "for image paths."
+            )
+    if text_col is not None:
+        _require_column(df, text_col, p, "--text-col")
+    if image_col is not None:
+        _require_column(df, image_col, p, "--image-col")
+    locators = [f"{p} row {i + 1}" for i in range(len(df))]
+
+    labels = None
+    if label_col is not None and (require_labels or label_col in df.columns):
+        _require_column(df, label_col, p, "--label-col")
+        raw = df[label_col].tolist()
+        unlabeled = [i for i, v in enumerate(raw) if _missing(v)]
+        if unlabeled:
+            raise DataError(
+                f"{p}: {_rows(unlabeled)} {'have' if len(unlabeled) > 1 else 'has'} no label in column "
+                f"{label_col!r}. Label them or drop them (run `headstart audit` to list them all)."
+            )
+        labels = [_clean_label(v) for v in raw]
+        if len({type(v) for v in labels}) > 1:
+            labels = [str(v) for v in labels]
+
+    if text_col is not None:
+        modality = "text"
+        items: list[Any] = df[text_col].tolist()
+        bad = [i for i, v in enumerate(items) if _missing(v) or not isinstance(v, str)]
+        if bad:
+            raise DataError(
+                f"{p}: {_rows(bad)} of column {text_col!r} {'are' if len(bad) > 1 else 'is'} empty or "
+                "not text. Fill them in or drop those rows."
+            )
+    else:
+        modality = "image"
+        raw_paths = df[image_col].tolist()
+        bad = [i for i, v in enumerate(raw_paths) if _missing(v)]
+        if bad:
+            raise DataError(f"{p}: {_rows(bad)} of column {image_col!r} have no image path.")
+        items = [Path(v) if Path(v).is_absolute() else p.parent / str(v) for v in raw_paths]
+        absent = [i for i, v in enumerate(items) if not v.is_file()]
+        if absent:
+            raise DataError(
+                f"{p}: {_rows(absent)}: image file not found ({items[absent[0]]}). Paths are read "
+                f"relative to {p.parent}."
+            )
+
+    splits = None
+    if split_col is not None:
+        _require_column(df, split_col, p, "--split-col")
+        splits = [normalize_split_name(v, locators[i]) for i, v in enumerate(df[split_col].tolist())]
+    slices = {}
+    for col in slice_cols:
+        _require_column(df, col, p, "--slice-col")
+        slices[col] = ["(missing)" if _missing(v) else _clean_label(v) for v in df[col].tolist()]
+    return Dataset(
+        items=items,
+        labels=labels,
+        modality=modality,
+        splits=splits,
+        slices=slices,
+        locators=locators,
+        source=str(p),
+    )

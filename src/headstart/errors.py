@@ -1,0 +1,49 @@
+"""Exceptions raised by headstart.
+
+Every error says what was wrong, where, and how to fix it. The CLI turns any
+:class:`HeadstartError` into a one-paragraph message and exit code 1.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BackboneError",
+    "BundleError",
+    "CacheError",
+    "ConfigError",
+    "DataError",
+    "HeadstartError",
+    "NotFittedError",
+]
+
+
+class HeadstartError(Exception):
+    """Base class of every error headstart raises on purpose."""
+
+
+class DataError(HeadstartError, ValueError):
+    """The data given to headstart cannot be used as it is (missing column, corrupt file...)."""
+
+
+class BackboneError(HeadstartError):
+    """A backbone cannot be found, built or loaded."""
+
+
+class BundleError(HeadstartError):
+    """A model bundle is missing, incomplete, tampered with or from an unsupported version."""
+
+
+class CacheError(HeadstartError):
+    """The embedding cache cannot be used (location not writable...)."""
+
+
+class ConfigError(HeadstartError, ValueError):
+    """A parameter has a value headstart cannot accept."""
+
+
+class NotFittedError(HeadstartError, ValueError, AttributeError):
+    """The estimator is used before ``fit`` was called.
+
+    Subclasses ``ValueError`` and ``AttributeError`` like scikit-learn's own
+    ``NotFittedError`` so code written against scikit-learn keeps working.
+    """

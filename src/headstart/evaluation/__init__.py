@@ -1,0 +1,5 @@
+"""Metrics and evaluation of fitted models."""
+
+from headstart.evaluation.metrics import SUMMARY_KEYS, check_known_labels, classification_metrics
+
+__all__ = ["SUMMARY_KEYS", "check_known_labels", "classification_metrics"]

@@ -1,0 +1,96 @@
+"""The strategy contract and registry.
+
+A strategy turns a backbone and labeled data into a fitted model (backbone, possibly
+adapted, + head). Strategies never read files or print: they get features through
+:class:`FitContext` and report progress through it.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from headstart.backbones.base import Backbone
+from headstart.data.dataset import Dataset
+from headstart.errors import ConfigError
+from headstart.heads import LinearHead
+from headstart.progress import NullProgress, ProgressReporter
+
+
+@dataclass
+class FitContext:
+    """What a strategy may use besides the data.
+
+    Attributes:
+        embed: cached backbone features for a dataset, shape ``(n, feature_dim)``.
+        seed: the run's seed; every random step derives from it.
+        device: where to compute.
+        progress: where to report progress.
+    """
+
+    embed: Callable[[Dataset], np.ndarray]
+    seed: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    progress: ProgressReporter = field(default_factory=NullProgress)
+
+
+@dataclass
+class FittedModel:
+    """A backbone plus a head, and what the strategy decided on the way.
+
+    Attributes:
+        backbone: the (possibly adapted) backbone.
+        head: maps the backbone's features to class logits.
+        classes: class labels in the head's output order.
+        strategy: the strategy's name.
+        params: the strategy's hyperparameters as given.
+        details: what it chose and measured (e.g. the selected regularisation).
+        backbone_changed: whether the backbone's weights differ from the pretrained ones
+            (then bundles store them).
+    """
+
+    backbone: Backbone
+    head: LinearHead
+    classes: list[Any]
+    strategy: str
+    params: dict[str, Any]
+    details: dict[str, Any]
+    backbone_changed: bool = False
+
+
+class Strategy:
+    """Base class: subclasses set ``name`` and implement :meth:`fit`."""
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+
+    def __init__(self, **params: Any) -> None:
+        self.params = params
+
+    def fit(self, backbone: Backbone, train: Dataset, val: Dataset | None, context: FitContext) -> FittedModel:
+        raise NotImplementedError
+
+
+STRATEGIES: dict[str, type[Strategy]] = {}
+
+
+def register_strategy(cls: type[Strategy]) -> type[Strategy]:
+    """Class decorator adding a strategy to the registry under ``cls.name``."""
+    if not cls.name or cls.name in STRATEGIES:
+        raise ConfigError(f"strategy name {cls.name!r} is empty or already registered.")
+    STRATEGIES[cls.name] = cls
+    return cls
+
+
+def create_strategy(name: str, **params: Any) -> Strategy:
+    """A registered strategy by name, with a "did you mean" on typos."""
+    if name not in STRATEGIES:
+        close = difflib.get_close_matches(name, list(STRATEGIES), n=2, cutoff=0.5)
+        hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
+        raise ConfigError(f"unknown strategy {name!r}.{hint} Available: {', '.join(STRATEGIES)}.")
+    return STRATEGIES[name](**params)
