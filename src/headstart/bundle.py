@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from headstart.errors import BundleError
 
@@ -58,7 +57,17 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def _manifest(clf: Any, tensors: dict[str, torch.Tensor], extra: dict[str, Any]) -> dict[str, Any]:
+def manifest_digest(manifest: dict[str, Any]) -> str:
+    """sha256 of the manifest's canonical JSON, without its own ``manifest_sha256`` field.
+
+    It catches accidental edits and damage (a changed label list would silently mislabel
+    every prediction); it is an integrity check, not a signature.
+    """
+    body = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _manifest(clf: Any, extra: dict[str, Any]) -> dict[str, Any]:
     spec = clf.backbone_.spec
     return _jsonable({
         "format": FORMAT_NAME,
@@ -84,6 +93,14 @@ def _manifest(clf: Any, tensors: dict[str, torch.Tensor], extra: dict[str, Any])
     })
 
 
+def check_destination(path: str | Path) -> Path:
+    """Refuse a destination that holds something other than a bundle (before any work is done)."""
+    out = Path(path)
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST).is_file())):
+        raise BundleError(f"{out} exists and is not a headstart bundle; choose another --out folder.")
+    return out
+
+
 def save_bundle(clf: Any, path: str | Path, *, extra: dict[str, Any] | None = None) -> Path:
     """Write a fitted classifier to ``path`` atomically.
 
@@ -91,19 +108,18 @@ def save_bundle(clf: Any, path: str | Path, *, extra: dict[str, Any] | None = No
     """
     from safetensors.torch import save_file
 
-    out = Path(path)
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST).is_file())):
-        raise BundleError(f"{out} exists and is not a headstart bundle; choose another --out folder.")
+    out = check_destination(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     tensors = {f"head.{k}": v.detach().cpu().contiguous() for k, v in clf.head_.state_dict().items()}
     if clf.backbone_changed_:
         tensors.update({f"backbone.{k}": v.detach().cpu().contiguous() for k, v in clf.backbone_.state_dict().items()})
-    manifest = _manifest(clf, tensors, extra or {})
+    manifest = _manifest(clf, extra or {})
     tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
         save_file(tensors, str(tmp / WEIGHTS), metadata={"format": FORMAT_NAME})
         manifest["files"] = {WEIGHTS: {"sha256": file_sha256(tmp / WEIGHTS), "bytes": (tmp / WEIGHTS).stat().st_size}}
+        manifest["manifest_sha256"] = manifest_digest(json.loads(json.dumps(manifest, default=str)))
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n")
         _swap_into_place(tmp, out)
     except BaseException:
@@ -145,6 +161,11 @@ def read_manifest(path: str | Path, *, verify: bool = True) -> dict[str, Any]:
     if not isinstance(files, dict) or WEIGHTS not in files:
         raise BundleError(f"{manifest_path} lists no {WEIGHTS}; the bundle is incomplete.")
     if verify:
+        if manifest.get("manifest_sha256") != manifest_digest(manifest):
+            raise BundleError(
+                f"{manifest_path} was edited or damaged after the bundle was written (its content does "
+                "not match its recorded sha256). Refit, or restore the bundle from a good copy."
+            )
         for name, entry in files.items():
             file = folder / name
             if Path(name).name != name or not name.endswith(ALLOWED_SUFFIXES):

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-from headstart.backbones import Backbone, create_backbone, get_info
+from headstart.backbones import Backbone, create_backbone
 from headstart.data import Dataset, check_classes, from_memory
 from headstart.embedding_cache import EmbeddingCache
 from headstart.errors import ConfigError, NotFittedError
@@ -109,10 +109,6 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
             return X
         return from_memory(X, y, modality=modality)
 
-    def _backbone_modality(self) -> str | None:
-        info = get_info(self.backbone) if self.backbone else None
-        return info.modality if info else None
-
     def _build_backbone(self, modality: str) -> Backbone:
         name = self.backbone or DEFAULT_BACKBONES.get(modality)
         kwargs: dict[str, Any] = {"max_length": self.max_length} if self.max_length and modality == "text" else {}
@@ -164,7 +160,7 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         started = time.perf_counter()
         self._validate()
         seed = self._seed()
-        data = self._as_dataset(X, y, modality=self._backbone_modality())
+        data = self._as_dataset(X, y)
         if data.splits is not None:
             train, val, test = data.split("train"), data.split("val"), data.split("test")
         else:
@@ -220,7 +216,8 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
 
     def predict(self, X: Any, *, progress: ProgressReporter | None = None) -> np.ndarray:
         """The most probable class for each item."""
-        return self.classes_[self.predict_proba(X, progress=progress).argmax(axis=1)]
+        proba = self.predict_proba(X, progress=progress)
+        return self.classes_[proba.argmax(axis=1)]
 
     def transform(self, X: Any, *, progress: ProgressReporter | None = None) -> np.ndarray:
         """The backbone's features for each item, shape ``(n, n_features_in_)``."""

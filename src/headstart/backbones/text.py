@@ -83,6 +83,7 @@ class HFTextBackbone(Backbone):
             offline=offline,
             build=build,
         )
+        self.eval()  # pretrained backbones start in inference mode (no dropout, frozen BN stats)
 
     def preprocess(self, items: Sequence[str], locators: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
         return dict(

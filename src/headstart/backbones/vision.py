@@ -71,6 +71,7 @@ class TimmBackbone(Backbone):
             offline=offline,
             build=build,
         )
+        self.eval()  # pretrained backbones start in inference mode (no dropout, frozen BN stats)
 
     def preprocess(self, items: Sequence[Any], locators: Sequence[str] | None = None) -> torch.Tensor:
         locators = locators or [""] * len(items)

@@ -81,11 +81,11 @@ def backbones(
         return
     table = Table(title="backbones", title_justify="left")
     for col, justify in (("name", "left"), ("modality", "left"), ("params", "right"), ("feature dim", "right"),
-                         ("offline", "center"), ("license", "left"), ("source", "left")):
+                         ("offline", "center"), ("license", "left"), ("description", "left")):
         table.add_column(col, justify=justify)
     for r in rows:
         table.add_row(r["name"], r["modality"], render.human_count(r["n_params"]), str(r["feature_dim"]),
-                      "yes" if r["offline"] else "[red]no[/]", r["license"], r["source"])
+                      "yes" if r["offline"] else "[red]no[/]", r["license"], r["description"])
     render.stdout.print(table)
     render.stdout.print(
         "Also accepted by --backbone: timm:ARCH (any timm model; weights from the hub, or "
@@ -97,6 +97,7 @@ def backbones(
 # ------------------------------------------------------------------------ fit
 @app.command()
 def fit(
+    ctx: typer.Context,
     data: Annotated[Path, typer.Argument(help="A folder of class sub-folders, or a CSV/TSV/JSONL/Parquet table.")],
     out: Annotated[Path | None, typer.Option(help="Bundle folder to write (default: runs/<data name>).")] = None,
     backbone: Annotated[str | None, typer.Option(help="Backbone name; default: minilm (text), efficientnet_lite0 (images).")] = None,
@@ -123,10 +124,12 @@ def fit(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="More diagnostics on stderr.")] = False,
 ) -> None:
     """Fit a classifier on labeled data, evaluate it on a held-out split and write a bundle."""
+    from headstart.bundle import check_destination
     from headstart.classifier import TransferClassifier
     from headstart.data import assign_splits, load_data
 
     progress = _setup(quiet, verbose)
+    out = check_destination(out or Path("runs") / (data.stem if data.is_file() else data.resolve().name))
     dataset = load_data(data, text_col=text_col, image_col=image_col, label_col=label_col,
                         split_col=split_col, slice_cols=slice_col or ())
     dataset = assign_splits(dataset, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
@@ -137,10 +140,10 @@ def fit(
         cache=_cache_arg(cache_dir, no_cache), random_state=seed,
     )
     clf.fit(dataset, progress=progress)
-    out = out or Path("runs") / (data.stem if data.is_file() else data.resolve().name)
     loader = {"text_col": text_col, "image_col": image_col, "label_col": label_col, "split_col": split_col,
               "slice_cols": slice_col or []}
-    clf.save(out, extra={"command": shlex.join(["headstart", *sys.argv[1:]]), "loader": loader})
+    argv = (ctx.obj or {}).get("argv", sys.argv[1:])
+    clf.save(out, extra={"command": shlex.join(["headstart", *argv]), "loader": loader})
     result = {"bundle": str(out), "data": clf.fit_info_["data"], "backbone": clf.backbone_.spec.to_dict(),
               "strategy": clf.strategy_details_, "metrics": clf.metrics_, "seed": seed,
               "fit_seconds": clf.fit_info_["fit_seconds"]}
@@ -290,23 +293,22 @@ def cache_clear(
 
 def run(argv: list[str] | None = None) -> int:
     """Run the command line with ``argv``; returns the exit code (0 ok, 1 error, 2 usage)."""
-    import click
-
     try:
-        app(args=argv, prog_name="headstart", standalone_mode=False)
+        argv = list(sys.argv[1:] if argv is None else argv)
+        app(args=argv, prog_name="headstart", standalone_mode=False, obj={"argv": argv})
     except HeadstartError as e:
         render.stderr.print(f"[bold red]error:[/] {e}", highlight=False)
         return 1
     except KeyboardInterrupt:
         render.stderr.print("interrupted")
         return 130
-    except click.exceptions.Exit as e:
+    except typer.Exit as e:
         return e.exit_code
-    except click.Abort:
+    except typer.Abort:
         return 1
-    except click.ClickException as e:
+    except typer.TyperException as e:  # usage errors (Typer's own click): message and exit 2
         e.show()
-        return e.exit_code
+        return int(getattr(e, "exit_code", 2))
     return 0
 
 

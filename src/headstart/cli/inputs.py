@@ -11,15 +11,20 @@ from headstart.data.tables import is_table
 from headstart.errors import DataError
 
 
-def _stdin_lines() -> list[str]:
+def _numbered(lines: list[str]) -> list[tuple[int, str]]:
+    """Non-blank lines with their real (1-based) line numbers."""
+    return [(i + 1, line.rstrip("\n")) for i, line in enumerate(lines) if line.strip()]
+
+
+def _stdin_lines() -> list[tuple[int, str]]:
     if sys.stdin is None or sys.stdin.isatty():
         raise DataError("no inputs given and nothing piped on stdin: pass files or folders, or pipe text lines in.")
-    return [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    return _numbered(sys.stdin.readlines())
 
 
-def _text_lines(source: str, lines: list[str]) -> Dataset:
-    return Dataset(items=lines, labels=None, modality="text",
-                   locators=[f"{source} line {i + 1}" for i in range(len(lines))], source=source)
+def _text_lines(source: str, numbered: list[tuple[int, str]]) -> Dataset:
+    return Dataset(items=[text for _, text in numbered], labels=None, modality="text",
+                   locators=[f"{source} line {n}" for n, _ in numbered], source=source)
 
 
 def read_inputs(
@@ -37,7 +42,7 @@ def read_inputs(
             if modality == "text":
                 parts.append(_text_lines("<stdin>", lines))
             else:
-                paths = collect_image_paths(lines)
+                paths = collect_image_paths([line for _, line in lines])
                 parts.append(Dataset(items=paths, labels=None, modality="image",
                                      locators=[str(p) for p in paths], source="<stdin>"))
             continue
@@ -52,8 +57,8 @@ def read_inputs(
             if not path.is_file():
                 raise DataError(f"{path} is not a file; for a text model give a table, a text file "
                                 "(one text per line) or '-' for stdin.")
-            lines = [ln for ln in path.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()]
-            parts.append(_text_lines(str(path), lines))
+            text = path.read_text(encoding="utf-8", errors="replace")
+            parts.append(_text_lines(str(path), _numbered(text.splitlines())))
         else:
             paths = collect_image_paths([path])
             parts.append(Dataset(items=paths, labels=None, modality="image",

@@ -17,8 +17,9 @@ from rich.progress import (
 )
 from rich.table import Table
 
-stdout = Console(soft_wrap=True)
-stderr = Console(stderr=True)
+# Piped or captured output gets a wide console so tables are never cut to 80 columns.
+stdout = Console(width=None if sys.stdout.isatty() else 200)
+stderr = Console(stderr=True, soft_wrap=True)  # messages wrap in the terminal, not mid-path
 
 
 class RichProgress:

@@ -71,7 +71,7 @@ class Dataset:
         if self.labels is None:
             return {}
         counts = Counter(self.labels)
-        return {str(k): counts[k] for k in sorted(counts)}
+        return {str(k): counts[k] for k in sorted_labels(list(counts))}
 
     def item_hashes(self) -> list[str]:
         """sha256 of each item's content (file bytes for image files, UTF-8 for text)."""

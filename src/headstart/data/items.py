@@ -74,10 +74,34 @@ def open_image(item: Any, locator: str = "") -> Image.Image:
             raise DataError(f"image {where} is larger than {_MAX_PIXELS} pixels; downscale it first.") from e
     else:
         raise DataError(f"{where}: expected an image (path, PIL image or array), got {type(item).__name__}.")
+    if img.mode.startswith(("I", "F")):
+        # 16/32-bit and float images: PIL's convert("RGB") would clip at 255 (nearly all white).
+        img = Image.fromarray(_scale_to_uint8(np.asarray(img), sixteen_bit=img.mode.startswith("I;16")))
     if img.mode != "RGB":
-        # Palette/alpha/grayscale/16-bit images all become plain RGB, as pretrained backbones expect.
+        # Palette/alpha/grayscale images all become plain RGB, as pretrained backbones expect.
         img = img.convert("RGBA").convert("RGB") if img.mode in ("P", "PA", "LA") else img.convert("RGB")
     return img
+
+
+def _scale_to_uint8(arr: np.ndarray, sixteen_bit: bool = False) -> np.ndarray:
+    """Map an image array of any numeric type onto 0..255.
+
+    Floats up to 1.0 are taken as [0, 1]; 16-bit data (uint16, or integers above 255) as
+    0..65535; larger integers by their maximum; 8-bit-range integers stay as they are.
+    """
+    if arr.dtype == np.uint8:
+        return arr
+    values = np.nan_to_num(arr.astype(np.float64))
+    top = float(values.max()) if values.size else 0.0
+    if np.issubdtype(arr.dtype, np.floating):
+        scale = 255.0 if top <= 1.0 else 1.0
+    elif sixteen_bit or arr.dtype == np.uint16 or 255 < top <= 65535:
+        scale = 255.0 / 65535.0
+    elif top > 65535:
+        scale = 255.0 / top
+    else:
+        scale = 1.0
+    return np.clip(values * scale + (0.5 if scale != 1.0 else 0.0), 0, 255).astype(np.uint8)
 
 
 def _array_to_image(arr: np.ndarray, where: str) -> Image.Image:
@@ -90,9 +114,5 @@ def _array_to_image(arr: np.ndarray, where: str) -> Image.Image:
             f"{where}: image array has shape {arr.shape}; expected H×W (grayscale), H×W×3 (RGB) "
             "or H×W×4 (RGBA)."
         )
-    if arr.dtype != np.uint8:
-        if np.issubdtype(arr.dtype, np.floating) and arr.size and float(np.nanmax(arr)) <= 1.0:
-            arr = arr * 255.0  # floats in [0, 1]
-        arr = np.clip(np.nan_to_num(arr), 0, 255).astype(np.uint8)
-    img = Image.fromarray(arr)
+    img = Image.fromarray(_scale_to_uint8(arr))
     return img.convert("RGB")

@@ -45,11 +45,14 @@ def read_table(path: str | Path) -> pd.DataFrame:
 
 
 def _missing(value: Any) -> bool:
+    """None, NaN, pandas' NA/NaT, or a blank string."""
+    if isinstance(value, str):
+        return not value.strip()
     if value is None:
         return True
     if isinstance(value, float) and math.isnan(value):
         return True
-    return isinstance(value, str) and not value.strip()
+    return bool(pd.api.types.is_scalar(value) and pd.isna(value))
 
 
 def _require_column(df: pd.DataFrame, column: str, path: Path, option: str) -> None:

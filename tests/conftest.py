@@ -1,0 +1,72 @@
+"""Shared fixtures: an isolated embedding cache, tiny synthetic datasets with a known answer."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+# The real datasets live in shared/ beside the repository (as in CI's clone); override with
+# HEADSTART_SHARED_DATASETS.
+SHARED = Path(os.environ.get("HEADSTART_SHARED_DATASETS", Path(__file__).resolve().parents[2] / "shared" / "datasets"))
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own embedding cache and no hub access."""
+    cache = tmp_path_factory.mktemp("cache")
+    monkeypatch.setenv("HEADSTART_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return cache
+
+
+POSITIVE = ["good", "great", "lovely", "superb", "happy", "nice", "fine", "excellent"]
+NEGATIVE = ["bad", "awful", "poor", "terrible", "sad", "nasty", "broken", "horrid"]
+
+
+def make_texts(n_per_class: int = 20, seed: int = 0) -> tuple[list[str], list[str]]:
+    """Two classes of short texts told apart by their (disjoint) vocabularies."""
+    rng = np.random.default_rng(seed)
+    texts, labels = [], []
+    for label, words in (("pos", POSITIVE), ("neg", NEGATIVE)):
+        for i in range(n_per_class):
+            picked = rng.choice(words, size=3)
+            texts.append(f"{' '.join(picked)} item {i}")
+            labels.append(label)
+    return texts, labels
+
+
+def make_image(kind: str, rng: np.random.Generator, size: int = 32) -> Image.Image:
+    """A bright disc on dark ground ("disc") or a dark square on bright ground ("square")."""
+    yy, xx = np.mgrid[:size, :size]
+    cx, cy = rng.integers(10, size - 10, size=2)
+    if kind == "disc":
+        img = np.where((xx - cx) ** 2 + (yy - cy) ** 2 < 36, 230, 20)
+    else:
+        img = np.where((abs(xx - cx) < 6) & (abs(yy - cy) < 6), 20, 230)
+    noise = rng.integers(0, 20, size=(size, size))
+    return Image.fromarray(np.clip(img + noise, 0, 255).astype(np.uint8)).convert("RGB")
+
+
+@pytest.fixture
+def text_table(tmp_path: Path) -> Path:
+    import pandas as pd
+
+    texts, labels = make_texts(20)
+    path = tmp_path / "texts.csv"
+    pd.DataFrame({"text": texts, "label": labels, "source": ["a", "b"] * 20}).to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture
+def image_folder(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    root = tmp_path / "shapes"
+    for kind in ("disc", "square"):
+        (root / kind).mkdir(parents=True)
+        for i in range(15):
+            make_image(kind, rng).save(root / kind / f"{kind}_{i:02d}.png")
+    return root
