@@ -70,3 +70,16 @@ def image_folder(tmp_path: Path) -> Path:
         for i in range(15):
             make_image(kind, rng).save(root / kind / f"{kind}_{i:02d}.png")
     return root
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--slow", action="store_true", help="also run the slow tests (real backbones, real datasets)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--slow"):
+        return
+    skip = pytest.mark.skip(reason="slow: run with --slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)

@@ -98,6 +98,9 @@ def test_evaluate_prints_every_metric(text_bundle: Path, text_table: Path, capsy
     metrics = json.loads(out)["metrics"]
     assert metrics["n"] == 40 and metrics["accuracy"] > 0.8
     assert len(metrics["per_class"]) == 2 and metrics["roc_auc"] is not None
+    # The slice column given at fit is reported again, without being asked for.
+    assert {r["value"] for r in metrics["slices"]["source"]} == {"a", "b"}
+    assert sum(r["n"] for r in metrics["slices"]["source"]) == 40
     code, out, _ = _run(capsys, "evaluate", text_bundle, text_table, "-q")
     assert code == 0 and "balanced accuracy" in out and "per class" in out
 

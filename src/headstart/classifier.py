@@ -16,7 +16,7 @@ from headstart.backbones import Backbone, create_backbone
 from headstart.data import Dataset, check_classes, from_memory
 from headstart.embedding_cache import EmbeddingCache
 from headstart.errors import ConfigError, NotFittedError
-from headstart.evaluation import check_known_labels, classification_metrics
+from headstart.evaluation import check_known_labels, classification_metrics, slice_metrics
 from headstart.features import extract_features, resolve_device
 from headstart.heads import LinearHead
 from headstart.progress import ProgressReporter
@@ -188,7 +188,10 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         self.metrics_ = {}
         if test is not None and len(test):
             check_known_labels(test.labels, fitted.classes, f"{data.source} (test split)")
-            self.metrics_["test"] = classification_metrics(test.labels, self._proba(test, progress), fitted.classes)
+            proba = self._proba(test, progress)
+            self.metrics_["test"] = classification_metrics(test.labels, proba, fitted.classes)
+            if test.slices:
+                self.metrics_["test"]["slices"] = slice_metrics(test.labels, proba, fitted.classes, test.slices)
         self.fit_info_ = {
             "seed": seed,
             "created": utc_now(),
@@ -231,7 +234,11 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         self._check_fitted()
         labels = data.require_labels("evaluation")
         check_known_labels(labels, list(self.classes_), data.source)
-        return classification_metrics(labels, self._proba(data, progress), list(self.classes_))
+        proba = self._proba(data, progress)
+        metrics = classification_metrics(labels, proba, list(self.classes_))
+        if data.slices:
+            metrics["slices"] = slice_metrics(labels, proba, list(self.classes_), data.slices)
+        return metrics
 
     def save(self, path: str | Path, *, extra: dict[str, Any] | None = None) -> Path:
         """Write the fitted model as a bundle folder (atomically); see :func:`headstart.load`."""

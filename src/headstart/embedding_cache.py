@@ -162,13 +162,16 @@ class EmbeddingCache:
                 meta = f.metadata() or {}
                 keys = f.get_tensor("keys")
                 embeddings = f.get_tensor("embeddings")
-            ok = (meta.get("format") == FORMAT and keys.shape[0] == embeddings.shape[0]
-                  and meta.get("sha256") == _digest(keys, embeddings))
+            problem = None
+            if meta.get("format") != FORMAT or keys.shape[0] != embeddings.shape[0]:
+                problem = "not a headstart shard"
+            elif meta.get("sha256") != _digest(keys, embeddings):
+                problem = "checksum mismatch"
         except Exception as e:  # any parse failure means the file cannot be trusted
-            logger.warning("embedding cache shard %s is unreadable (%s); deleting it", path, e)
-            ok = False
-        if not ok:
-            logger.warning("embedding cache shard %s failed verification; its items will be recomputed", path)
+            problem = f"unreadable: {e}"
+        if problem:
+            logger.warning("embedding cache shard %s is damaged (%s); deleting it, its items will be "
+                           "recomputed", path, problem)
             path.unlink(missing_ok=True)
             return None
         return keys, embeddings

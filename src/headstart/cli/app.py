@@ -227,6 +227,7 @@ def evaluate(
     label_col: Annotated[str | None, typer.Option("--label-col", help="Label column (default: as at fit).")] = None,
     split: Annotated[str | None, typer.Option(help="Evaluate one split only (train/val/test) when the data has splits.")] = None,
     split_col: Annotated[str | None, typer.Option("--split-col", help="Column of train/val/test values.")] = None,
+    slice_col: Annotated[list[str] | None, typer.Option("--slice-col", help="Column to report metrics per value of (default: as at fit).")] = None,
     batch_size: BatchSize = 32,
     device: Device = "auto",
     cache_dir: CacheDir = None,
@@ -244,7 +245,8 @@ def evaluate(
     table_opts = {}
     if not data.is_dir():
         table_opts = {"text_col": text_col or loader.get("text_col"), "image_col": image_col or loader.get("image_col"),
-                      "split_col": split_col}
+                      "split_col": split_col, "slice_cols": slice_col or (),
+                      "optional_slice_cols": () if slice_col else loader.get("slice_cols") or ()}
     dataset = load_data(data, label_col=label_col or loader.get("label_col") or "label", **table_opts)
     if split is not None:
         dataset = dataset.split(split)

@@ -86,10 +86,21 @@ def metrics_tables(metrics: dict[str, Any], title: str) -> None:
                           fmt(row["f1"], 3), str(row["support"]))
     stdout.print(per_class)
     cm = metrics["confusion_matrix"]
+    labels = [str(label) for label in cm["labels"]]
+    # Long labels would squeeze the columns: then columns are headed by the class index.
+    by_index = len(labels) > 4 and max(map(len, labels)) > 5
     matrix = Table(title="confusion matrix (rows: true, columns: predicted)", title_justify="left")
     matrix.add_column("")
-    for label in cm["labels"]:
-        matrix.add_column(str(label), justify="right")
-    for i, (label, row) in enumerate(zip(cm["labels"], cm["matrix"])):
-        matrix.add_row(str(label), *(f"[bold]{v}[/]" if i == j else str(v) for j, v in enumerate(row)))
+    for j, label in enumerate(labels):
+        matrix.add_column(str(j) if by_index else label, justify="right")
+    for i, (label, row) in enumerate(zip(labels, cm["matrix"])):
+        name = f"{i} {label}" if by_index else label
+        matrix.add_row(name, *(f"[bold]{v}[/]" if i == j else str(v) for j, v in enumerate(row)))
     stdout.print(matrix)
+    for column, rows in metrics.get("slices", {}).items():
+        table = Table(title=f"per {column} (worst first)", title_justify="left")
+        for col in (column, "n", "accuracy", "macro f1"):
+            table.add_column(col, justify="left" if col == column else "right")
+        for r in rows:
+            table.add_row(r["value"], str(r["n"]), fmt(r["accuracy"], 3), fmt(r["macro_f1"], 3))
+        stdout.print(table)

@@ -34,6 +34,7 @@ def load_data(
     label_col: str | None = "label",
     split_col: str | None = None,
     slice_cols: Sequence[str] = (),
+    optional_slice_cols: Sequence[str] = (),
     require_labels: bool = True,
 ) -> Dataset:
     """Load labeled data from a folder of class sub-folders or a table.
@@ -60,6 +61,7 @@ def load_data(
             label_col=label_col,
             split_col=split_col,
             slice_cols=slice_cols,
+            optional_slice_cols=optional_slice_cols,
             require_labels=require_labels,
         )
     raise DataError(

@@ -84,6 +84,7 @@ def load_table(
     label_col: str | None = "label",
     split_col: str | None = None,
     slice_cols: Sequence[str] = (),
+    optional_slice_cols: Sequence[str] = (),
     require_labels: bool = True,
 ) -> Dataset:
     """Load a table of texts or image paths.
@@ -95,6 +96,7 @@ def load_table(
         label_col: the label column; ``None`` for unlabeled data.
         split_col: optional column of ``train``/``val``/``test`` values.
         slice_cols: columns kept to report metrics per slice.
+        optional_slice_cols: slice columns kept only if the table has them.
         require_labels: raise when the label column is absent.
 
     Rows are numbered from 1 in messages (the first data row is row 1).
@@ -162,7 +164,8 @@ def load_table(
         _require_column(df, split_col, p, "--split-col")
         splits = [normalize_split_name(v, locators[i]) for i, v in enumerate(df[split_col].tolist())]
     slices = {}
-    for col in slice_cols:
+    wanted = list(slice_cols) + [c for c in optional_slice_cols if c in df.columns and c not in slice_cols]
+    for col in wanted:
         _require_column(df, col, p, "--slice-col")
         slices[col] = ["(missing)" if _missing(v) else _clean_label(v) for v in df[col].tolist()]
     return Dataset(

@@ -77,4 +77,29 @@ def classification_metrics(y_true: Sequence[Any], proba: np.ndarray, classes: Se
     return out
 
 
+def slice_metrics(
+    y_true: Sequence[Any], proba: np.ndarray, classes: Sequence[Any], slices: dict[str, Sequence[Any]]
+) -> dict[str, list[dict[str, Any]]]:
+    """Accuracy and macro-F1 per value of each slice column, worst accuracy first."""
+    from sklearn import metrics as skm
+
+    classes = list(classes)
+    y = np.array([classes.index(v) for v in y_true])
+    pred = proba.argmax(axis=1)
+    out: dict[str, list[dict[str, Any]]] = {}
+    for column, values in slices.items():
+        values = np.array([str(v) for v in values])
+        rows = []
+        for value in sorted(set(values)):
+            mask = values == value
+            rows.append({
+                "value": value,
+                "n": int(mask.sum()),
+                "accuracy": float((pred[mask] == y[mask]).mean()),
+                "macro_f1": float(skm.f1_score(y[mask], pred[mask], average="macro", zero_division=0)),
+            })
+        out[column] = sorted(rows, key=lambda r: (r["accuracy"], -r["n"]))
+    return out
+
+
 SUMMARY_KEYS = ("accuracy", "balanced_accuracy", "macro_f1", "roc_auc", "log_loss")
