@@ -27,10 +27,11 @@ Each method gets one warm-up pass over the first batch before anything is timed,
 one-time costs (lazy kernel initialisation, allocator growth) are excluded equally. With
 ``--repeats R`` (default 2) the order alternates between repeats (plain first, then
 headstart first: ABBA cancels a linear drift) and the median is reported. Process CPU
-time is recorded next to wall time, and the load average at start and end is printed:
-on a shared machine other processes slow whichever method happens to run alongside
-them, and the CPU-time ratio is the less contended figure. ``torch``'s default thread
-count is left unchanged.
+time is recorded next to wall time (a second view of the ratio), and the load average at
+start and end is printed: on a busy machine other processes slow whichever method happens
+to run alongside them (and torch's OpenMP threads suffer badly when the cores are
+oversubscribed), so compare numbers taken at a load average well under the CPU count.
+``torch``'s default thread count is left unchanged.
 
 Run from the repository root::
 
@@ -354,7 +355,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--only", choices=("image", "text"), default=None, help="run one backbone only")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here as JSON")
     args = parser.parse_args(argv)
-    args.n = args.n or (QUICK_N if args.quick else DEFAULT_N)
+    if args.n is None:
+        args.n = QUICK_N if args.quick else DEFAULT_N
     if args.n < 1 or args.batch_size < 1 or args.repeats < 1:
         parser.error("--n, --batch-size and --repeats must be at least 1")
     return args
