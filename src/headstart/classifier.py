@@ -40,6 +40,10 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         weights: a local ``.safetensors`` checkpoint for a ``timm:ARCH`` backbone.
         strategy: how to adapt it; see ``headstart.strategies.STRATEGIES``.
         C: inverse regularisation of the linear head; ``None`` chooses it by cross-validation.
+        epochs, lr, layer_decay, unfreeze, lora_rank, patience, loss, label_smoothing, augment,
+            grad_accum, schedule: fine-tuning settings (see ``headstart fit --help``); each
+            strategy uses the ones that apply to it, and ``None`` means the strategy's default.
+        budget: time budget of the ``auto`` strategy (``"10m"``, ``"90s"``...).
         cv: cross-validation folds for choosing ``C``.
         class_weight: ``None`` or ``"balanced"``.
         max_length: token limit for text backbones (``None``: the backbone's default).
@@ -72,6 +76,18 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         weights: str | None = None,
         C: float | None = None,
         cv: int = 5,
+        epochs: int | None = None,
+        lr: float | None = None,
+        layer_decay: float | None = None,
+        unfreeze: int | None = None,
+        lora_rank: int | None = None,
+        patience: int | None = None,
+        loss: str | None = None,
+        label_smoothing: float | None = None,
+        augment: bool | None = None,
+        grad_accum: int | None = None,
+        schedule: str | None = None,
+        budget: str | float | None = None,
         class_weight: str | None = None,
         max_length: int | None = None,
         batch_size: int = 32,
@@ -84,6 +100,18 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         self.weights = weights
         self.C = C
         self.cv = cv
+        self.epochs = epochs
+        self.lr = lr
+        self.layer_decay = layer_decay
+        self.unfreeze = unfreeze
+        self.lora_rank = lora_rank
+        self.patience = patience
+        self.loss = loss
+        self.label_smoothing = label_smoothing
+        self.augment = augment
+        self.grad_accum = grad_accum
+        self.schedule = schedule
+        self.budget = budget
         self.class_weight = class_weight
         self.max_length = max_length
         self.batch_size = batch_size
@@ -125,10 +153,17 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         return backbone
 
     def _strategy_params(self) -> dict[str, Any]:
+        """The estimator's parameters that the chosen strategy (or a base class of it) accepts."""
         if self.strategy not in STRATEGIES:
             return {}
-        accepted = inspect.signature(STRATEGIES[self.strategy].__init__).parameters
-        return {k: v for k, v in self.get_params().items() if k in accepted}
+        accepted: set[str] = set()
+        for cls in STRATEGIES[self.strategy].__mro__:
+            if "__init__" in vars(cls):
+                accepted |= {n for n, p in inspect.signature(cls.__init__).parameters.items()
+                             if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+        # batch_size here is the feature-extraction batch; training strategies keep their own.
+        accepted -= {"self", "batch_size"}
+        return {k: v for k, v in self.get_params().items() if k in accepted and v is not None}
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "head_"):
@@ -144,7 +179,16 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
             raise ConfigError(f"max_length={self.max_length!r}; give a positive integer or None.")
 
     # --------------------------------------------------------------- public API
-    def fit(self, X: Any, y: Sequence[Any] | None = None, *, progress: ProgressReporter | None = None) -> TransferClassifier:
+    def fit(
+        self,
+        X: Any,
+        y: Sequence[Any] | None = None,
+        *,
+        progress: ProgressReporter | None = None,
+        run_dir: str | Path | None = None,
+        resume: bool = False,
+        callbacks: dict[str, list[Any]] | None = None,
+    ) -> TransferClassifier:
         """Adapt the backbone to labeled data.
 
         Args:
@@ -153,6 +197,10 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
                 its ``test`` split is held out to compute ``metrics_``).
             y: labels, one per item (ignored when ``X`` is a ``Dataset``).
             progress: receives progress updates (the CLI draws them).
+            run_dir: where fine-tuning strategies write a checkpoint after every epoch.
+            resume: continue an interrupted fit from ``run_dir``'s checkpoint (same data and
+                parameters give the same result as an uninterrupted fit).
+            callbacks: training events (``on_epoch_end``, ``on_batch_end``) -> functions.
 
         Returns:
             self
@@ -175,7 +223,12 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
             return extract_features(backbone, ds, cache=cache, batch_size=self.batch_size, device=device,
                                     progress=progress)
 
-        context = FitContext(embed=embed, seed=seed, device=device)
+        def embed_with(other: Backbone, ds: Dataset) -> np.ndarray:
+            return extract_features(other, ds, cache=cache, batch_size=self.batch_size, device=device,
+                                    progress=progress)
+
+        context = FitContext(embed=embed, seed=seed, device=device, run_dir=Path(run_dir) if run_dir else None,
+                             resume=resume, callbacks=callbacks or {}, embed_with=embed_with)
         if progress is not None:
             context.progress = progress
         fitted = strategy.fit(backbone, train, val if val is not None and len(val) else None, context)

@@ -60,8 +60,11 @@ class Backbone(nn.Module):
 
     spec: BackboneSpec
 
-    def preprocess(self, items: Sequence[Any], locators: Sequence[str] | None = None) -> Any:
-        """Turn raw items (texts, images) into a batch the model takes."""
+    def preprocess(self, items: Sequence[Any], locators: Sequence[str] | None = None, *, augment: bool = False) -> Any:
+        """Turn raw items (texts, images) into a batch the model takes.
+
+        ``augment=True`` applies the modality's training-time augmentation (if it has one).
+        """
         raise NotImplementedError
 
     def forward_features(self, batch: Any) -> torch.Tensor:

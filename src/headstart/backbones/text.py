@@ -85,7 +85,9 @@ class HFTextBackbone(Backbone):
         )
         self.eval()  # pretrained backbones start in inference mode (no dropout, frozen BN stats)
 
-    def preprocess(self, items: Sequence[str], locators: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
+    def preprocess(self, items: Sequence[str], locators: Sequence[str] | None = None, *,
+                   augment: bool = False) -> dict[str, torch.Tensor]:
+        # Text has no default augmentation: paraphrase-style noise often changes the label.
         return dict(
             self.tokenizer(
                 list(items),

@@ -56,6 +56,9 @@ class TimmBackbone(Backbone):
         config = resolve_data_config(overrides, model=model)
         self.data_config = config
         self.transform = create_transform(**config, is_training=False)
+        # timm's own training pipeline for this model's input config (random resized crop, flip,
+        # colour jitter), used when fine-tuning with augmentation on.
+        self.train_transform = create_transform(**config, is_training=True)
         preprocessing = {
             "kind": "timm",
             **{k: list(v) if isinstance(v, tuple) else v for k, v in config.items()},
@@ -73,9 +76,11 @@ class TimmBackbone(Backbone):
         )
         self.eval()  # pretrained backbones start in inference mode (no dropout, frozen BN stats)
 
-    def preprocess(self, items: Sequence[Any], locators: Sequence[str] | None = None) -> torch.Tensor:
+    def preprocess(self, items: Sequence[Any], locators: Sequence[str] | None = None, *,
+                   augment: bool = False) -> torch.Tensor:
         locators = locators or [""] * len(items)
-        return torch.stack([self.transform(open_image(item, loc)) for item, loc in zip(items, locators)])
+        transform = self.train_transform if augment else self.transform
+        return torch.stack([transform(open_image(item, loc)) for item, loc in zip(items, locators)])
 
     def forward_features(self, batch: torch.Tensor) -> torch.Tensor:
         batch = batch.contiguous(memory_format=torch.channels_last)

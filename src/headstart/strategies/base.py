@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -31,12 +32,20 @@ class FitContext:
         seed: the run's seed; every random step derives from it.
         device: where to compute.
         progress: where to report progress.
+        run_dir: where training strategies write checkpoints (``None``: no checkpoints).
+        resume: continue from the checkpoint in ``run_dir``.
+        callbacks: training events (``on_epoch_end``, ``on_batch_end``) -> functions.
+        embed_with: cached features of a dataset under another (e.g. adapted) backbone.
     """
 
     embed: Callable[[Dataset], np.ndarray]
     seed: int = 0
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     progress: ProgressReporter = field(default_factory=NullProgress)
+    run_dir: Path | None = None
+    resume: bool = False
+    callbacks: dict[str, list[Callable[[dict[str, Any]], None]]] = field(default_factory=dict)
+    embed_with: Callable[[Backbone, Dataset], np.ndarray] | None = None
 
 
 @dataclass

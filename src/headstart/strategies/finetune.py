@@ -1,0 +1,230 @@
+"""What every fine-tuning strategy shares.
+
+The recipe (LP-FT, Kumar et al. 2022): fit the linear probe on cached features first and
+start fine-tuning from that head, so training begins at the probe's accuracy instead of
+wrecking pretrained features with gradients from a random head. Subclasses only say which
+parameters train in which phase, at which learning rate (:meth:`FineTuneStrategy.phases`).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from headstart.backbones.base import Backbone, LayerGroup
+from headstart.data.dataset import Dataset
+from headstart.data.splits import assign_splits
+from headstart.errors import ConfigError
+from headstart.strategies.base import FitContext, FittedModel, Strategy
+from headstart.strategies.linear_probe import LinearProbe
+from headstart.training.loop import ClassifierModel, Examples, TrainConfig, fit_fingerprint
+from headstart.training.loop import train as run_training
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_LR = {"image": 5e-4, "text": 1e-4}
+
+
+@dataclass
+class Phase:
+    """One stretch of training: which layer groups train, at which learning rates."""
+
+    name: str
+    lrs: dict[str, float]  # group name ("head" or a layer group's name) -> learning rate
+    epochs: int
+    early_stopping: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def named_groups(backbone: Backbone) -> list[tuple[LayerGroup, list[tuple[str, nn.Parameter]]]]:
+    """Each layer group with its (name, parameter) pairs, input → output."""
+    params = dict(backbone.named_parameters())
+    return [(g, [(f"backbone.{n}", params[n]) for n in g.param_names if n in params]) for g in backbone.layer_groups()]
+
+
+def decayed_lrs(groups: list[LayerGroup], top_lr: float, decay: float, top_k: int | None = None) -> dict[str, float]:
+    """Layer-wise learning-rate decay from the head down: the group just below the head gets
+    ``top_lr * decay``, the one below ``top_lr * decay**2``... Only the top ``top_k`` groups
+    train when given."""
+    chosen = groups if top_k is None else groups[len(groups) - top_k:]
+    return {g.name: top_lr * decay ** (len(chosen) - i) for i, g in enumerate(chosen)}
+
+
+def carve_validation(train: Dataset, val: Dataset | None, fraction: float, seed: int) -> tuple[Dataset, Dataset]:
+    """Use the given validation split, or hold out a stratified ``fraction`` of training data."""
+    if val is not None and len(val):
+        return train, val
+    carved = Dataset(items=train.items, labels=train.labels, modality=train.modality, splits=None,
+                     slices=train.slices, locators=train.locators, source=train.source, _hashes=train._hashes)
+    carved = assign_splits(carved, val_fraction=fraction, test_fraction=0.0, seed=seed)
+    logger.info("no validation split: held out %d of %d training items for early stopping",
+                carved.split_counts()["val"], len(train))
+    return carved.split("train"), carved.split("val")
+
+
+class FineTuneStrategy(Strategy):
+    """Base for strategies that train backbone weights. Subclasses implement :meth:`phases`.
+
+    Args:
+        epochs: maximum epochs (early stopping usually ends sooner).
+        lr: learning rate of the head; backbone groups get less (see ``layer_decay``).
+            ``None``: 5e-4 for images, 1e-4 for text.
+        layer_decay: each layer group below the head trains at this fraction of the one above.
+        batch_size: examples per step (times ``grad_accum`` per optimizer step).
+        grad_accum: micro-batches per optimizer step.
+        weight_decay: AdamW weight decay (not on biases and norms).
+        schedule: ``cosine`` (warmup then cosine), ``one-cycle`` or ``constant``.
+        warmup: fraction of steps spent warming up.
+        patience: epochs without improvement before stopping.
+        loss: ``cross-entropy`` or ``focal``.
+        label_smoothing: label smoothing of the loss.
+        class_weight: ``None`` or ``"balanced"``.
+        augment: training-time augmentation; ``None``: on for images, off for text.
+        val_fraction: share of training data held out for early stopping when there is no
+            validation split.
+        freeze_bn: keep BatchNorm layers in eval mode (pretrained running statistics; their
+            scale and shift still train in trainable groups).
+        mixed_precision: ``auto`` (bf16/fp16 on GPUs), ``no``, ``fp16``, ``bf16``.
+    """
+
+    def __init__(
+        self,
+        epochs: int = 10,
+        lr: float | None = None,
+        layer_decay: float = 0.75,
+        batch_size: int = 16,
+        grad_accum: int = 1,
+        weight_decay: float = 0.01,
+        schedule: str = "cosine",
+        warmup: float = 0.1,
+        patience: int = 3,
+        loss: str = "cross-entropy",
+        label_smoothing: float = 0.0,
+        class_weight: str | None = None,
+        augment: bool | None = None,
+        val_fraction: float = 0.15,
+        freeze_bn: bool = True,
+        mixed_precision: str = "auto",
+        **extra: Any,
+    ) -> None:
+        if lr is not None and not lr > 0:
+            raise ConfigError(f"lr={lr}; it must be positive.")
+        if not 0 < layer_decay <= 1:
+            raise ConfigError(f"layer_decay={layer_decay}; it must be in (0, 1].")
+        super().__init__(epochs=epochs, lr=lr, layer_decay=layer_decay, batch_size=batch_size, grad_accum=grad_accum,
+                         weight_decay=weight_decay, schedule=schedule, warmup=warmup, patience=patience, loss=loss,
+                         label_smoothing=label_smoothing, class_weight=class_weight, augment=augment,
+                         val_fraction=val_fraction, freeze_bn=freeze_bn, mixed_precision=mixed_precision, **extra)
+        self.train_config(epochs, "image")  # validate everything now, all problems at once
+
+    def train_config(self, epochs: int, modality: str, early_stopping: bool = True) -> TrainConfig:
+        p = self.params
+        augment = p["augment"] if p["augment"] is not None else modality == "image"
+        return TrainConfig(
+            epochs=epochs, batch_size=p["batch_size"], grad_accum=p["grad_accum"], weight_decay=p["weight_decay"],
+            schedule=p["schedule"], warmup=p["warmup"], patience=p["patience"] if early_stopping else epochs,
+            loss=p["loss"], label_smoothing=p["label_smoothing"], class_weight=p["class_weight"],
+            augment=augment, mixed_precision=p["mixed_precision"],
+        )
+
+    def lr(self, modality: str) -> float:
+        return self.params["lr"] or DEFAULT_LR[modality]
+
+    def phases(self, backbone: Backbone) -> list[Phase]:
+        raise NotImplementedError
+
+    def prepare(self, backbone: Backbone) -> None:
+        """Change the backbone before training (LoRA injects adapters here)."""
+
+    def select_trainable(self, model: ClassifierModel, groups: list, phase: Phase) -> list:
+        """Freeze all but what ``phase`` trains; returns (name, named params, lr) optimizer groups."""
+        return _apply_freeze(model, groups, phase.lrs)
+
+    def finish(self, model: ClassifierModel) -> dict[str, Any]:
+        """Tidy the trained model (LoRA merges here); returns details to record."""
+        return {}
+
+    def fit(self, backbone: Backbone, train: Dataset, val: Dataset | None, context: FitContext) -> FittedModel:
+        train, val = carve_validation(train, val, self.params["val_fraction"], context.seed)
+        probe = LinearProbe().fit(backbone, train, None, context)
+        classes = probe.classes
+        self.prepare(backbone)
+        model = ClassifierModel(backbone, probe.head)
+        train_ex, val_ex = _examples(train, classes), _examples(val, classes)
+        groups = named_groups(backbone)
+        history, resume = [], context.resume
+        resume_index = _checkpoint_phase(context) if resume else None
+        for index, phase in enumerate(self.phases(backbone)):
+            if resume_index is not None and index < resume_index:
+                continue  # finished before the interruption; its weights are in the checkpoint
+            lr_groups = self.select_trainable(model, groups, phase)
+            on_train_mode = _freeze_bn_hook(model, phase.lrs) if self.params["freeze_bn"] else None
+            config = self.train_config(phase.epochs, backbone.spec.modality, phase.early_stopping)
+            fingerprint = fit_fingerprint(config, {"strategy": self.name, "params": self.params, "phase": index,
+                                                   "data": train.fingerprint(), "val": val.fingerprint()})
+            result = run_training(
+                model, lr_groups, train_ex, val_ex, config, seed=context.seed + index, device=context.device,
+                n_classes=len(classes), run_dir=context.run_dir,
+                resume=resume and resume_index == index, phase={"phase": index, "phase_name": phase.name},
+                fingerprint=fingerprint, callbacks=context.callbacks, on_train_mode=on_train_mode,
+            )
+            history.append({"phase": phase.name, "lrs": phase.lrs, **asdict(result)})
+        for p in model.parameters():
+            p.requires_grad_(False)
+        details = {"lp_init": {"C": probe.details["C"]}, "phases": history,
+                   "n_train": len(train), "n_val": len(val), **self.finish(model)}
+        return FittedModel(backbone=model.backbone, head=model.head, classes=classes, strategy=self.name,
+                           params=dict(self.params), details=details, backbone_changed=True)
+
+
+def _examples(data: Dataset, classes: list[Any]) -> Examples:
+    index = {c: i for i, c in enumerate(classes)}
+    unknown = sorted({str(v) for v in data.labels if v not in index})
+    if unknown:
+        raise ConfigError(f"validation labels {', '.join(unknown)} do not occur in the training data.")
+    return Examples(items=list(data.items), locators=list(data.locators),
+                    targets=torch.tensor([index[v] for v in data.labels], dtype=torch.long))
+
+
+def _apply_freeze(model: ClassifierModel, groups: list[tuple[LayerGroup, list]], lrs: dict[str, float]):
+    """Freeze everything, then unfreeze the head and the named groups; returns optimizer groups."""
+    for p in model.parameters():
+        p.requires_grad_(False)
+    out = []
+    for group, named in groups:
+        if group.name in lrs:
+            for _, p in named:
+                p.requires_grad_(True)
+            out.append((group.name, named, lrs[group.name]))
+    head = [(f"head.{n}", p) for n, p in model.head.named_parameters()]
+    for _, p in head:
+        p.requires_grad_(True)
+    out.append(("head", head, lrs["head"]))
+    return out
+
+
+def _freeze_bn_hook(model: ClassifierModel, lrs: dict[str, float]):
+    """Keep every BatchNorm layer on its pretrained running statistics (eval mode).
+
+    With a few hundred examples and batches of 16, batch statistics are noisy and shift the
+    features the head was fitted on; the affine parameters of trainable groups still learn.
+    """
+
+    def hook(m: ClassifierModel) -> None:
+        for module in m.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()
+
+    return hook
+
+
+def _checkpoint_phase(context: FitContext) -> int:
+    from headstart.training.checkpoint import has_checkpoint, load_checkpoint
+
+    if context.run_dir is None or not has_checkpoint(context.run_dir):
+        raise ConfigError(f"nothing to resume: {context.run_dir} has no checkpoint.")
+    return int(load_checkpoint(context.run_dir)["state"]["phase"].get("phase", 0))

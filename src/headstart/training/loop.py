@@ -1,0 +1,275 @@
+"""The training loop: small and explicit, on ``accelerate`` (``accelerate launch`` scales it out).
+
+One call of :func:`train` runs one phase: AdamW over the given parameter groups, a warmup +
+cosine (or one-cycle / constant) schedule, gradient accumulation and clipping, mixed precision
+on GPUs, per-epoch validation with early stopping and restore-best, a checkpoint after every
+epoch, and callbacks (event name -> functions) for progress. Every random step is seeded, and
+the caller's global RNG state is left as it was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from headstart.backbones.base import Backbone, move_to
+from headstart.errors import ConfigError
+from headstart.training import checkpoint as ckpt
+from headstart.training.losses import class_weights, make_loss
+from headstart.training.optim import make_scheduler, param_groups
+
+Callbacks = dict[str, list[Callable[[dict[str, Any]], None]]]
+MONITORS = ("val_loss", "val_accuracy")
+
+
+@dataclass
+class TrainConfig:
+    """Hyperparameters of one training phase (see the CLI's ``fit --help`` for each)."""
+
+    epochs: int = 10
+    batch_size: int = 16
+    grad_accum: int = 1
+    weight_decay: float = 0.01
+    schedule: str = "cosine"
+    warmup: float = 0.1
+    clip_grad: float | None = 1.0
+    patience: int = 3
+    monitor: str = "val_loss"
+    loss: str = "cross-entropy"
+    label_smoothing: float = 0.0
+    focal_gamma: float = 2.0
+    class_weight: str | None = None
+    augment: bool = True
+    mixed_precision: str = "auto"
+
+    def __post_init__(self) -> None:
+        problems = []
+        for name in ("epochs", "batch_size", "grad_accum"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name}={getattr(self, name)} must be at least 1")
+        if self.patience < 1:
+            problems.append(f"patience={self.patience} must be at least 1")
+        if self.monitor not in MONITORS:
+            problems.append(f"monitor={self.monitor!r} must be one of {', '.join(MONITORS)}")
+        if self.class_weight not in (None, "balanced"):
+            problems.append(f"class_weight={self.class_weight!r} must be None or 'balanced'")
+        if self.mixed_precision not in ("auto", "no", "fp16", "bf16"):
+            problems.append(f"mixed_precision={self.mixed_precision!r} must be auto, no, fp16 or bf16")
+        if problems:  # report every problem at once
+            raise ConfigError("invalid training configuration: " + "; ".join(problems) + ".")
+
+
+class ClassifierModel(nn.Module):
+    """Backbone + head as one module: what fine-tuning trains and bundles store."""
+
+    def __init__(self, backbone: Backbone, head: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+
+    def forward(self, batch: Any) -> torch.Tensor:
+        return self.head(self.backbone.forward_features(batch))
+
+
+@dataclass
+class Examples:
+    """Items with integer targets, ready to batch."""
+
+    items: list[Any]
+    locators: list[str]
+    targets: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def batch(self, backbone: Backbone, idx: Sequence[int], augment: bool) -> tuple[Any, torch.Tensor]:
+        items = [self.items[i] for i in idx]
+        locators = [self.locators[i] for i in idx]
+        return backbone.preprocess(items, locators, augment=augment), self.targets[list(idx)]
+
+
+@dataclass
+class TrainResult:
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_epoch: int = -1
+    best_score: float | None = None
+    stopped_early: bool = False
+    epochs_run: int = 0
+
+
+def _mixed_precision(kind: str, device: torch.device) -> str:
+    if kind != "auto":
+        return kind
+    if device.type != "cuda":
+        return "no"
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
+def _fire(callbacks: Callbacks | None, event: str, payload: dict[str, Any]) -> None:
+    for fn in (callbacks or {}).get(event, []):
+        fn(payload)
+
+
+def fit_fingerprint(config: TrainConfig, extra: dict[str, Any]) -> str:
+    """What must match for a resume to continue the same fit."""
+    payload = json.dumps({"config": asdict(config), **extra}, sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+@torch.no_grad()
+def evaluate(model: ClassifierModel, data: Examples, batch_size: int, device: torch.device,
+             loss_fn: nn.Module) -> dict[str, float]:
+    model.eval()
+    total_loss, correct = 0.0, 0
+    for start in range(0, len(data), batch_size):
+        idx = list(range(start, min(start + batch_size, len(data))))
+        inputs, targets = data.batch(model.backbone, idx, augment=False)
+        logits = model(move_to(inputs, device)).float()
+        targets = targets.to(device)
+        total_loss += float(nn.functional.cross_entropy(logits, targets, reduction="sum"))
+        correct += int((logits.argmax(1) == targets).sum())
+    return {"val_loss": total_loss / max(1, len(data)), "val_accuracy": correct / max(1, len(data))}
+
+
+def train(
+    model: ClassifierModel,
+    groups: list[tuple[str, list[tuple[str, nn.Parameter]], float]],
+    train_data: Examples,
+    val_data: Examples,
+    config: TrainConfig,
+    *,
+    seed: int,
+    device: torch.device,
+    n_classes: int,
+    run_dir: str | Path | None = None,
+    resume: bool = False,
+    phase: dict[str, Any] | None = None,
+    fingerprint: str = "",
+    callbacks: Callbacks | None = None,
+    on_train_mode: Callable[[ClassifierModel], None] | None = None,
+) -> TrainResult:
+    """Train ``model`` in place; on return it holds the best weights seen on ``val_data``.
+
+    Args:
+        model: backbone + head; parameters with ``requires_grad=False`` stay frozen.
+        groups: (name, named parameters, learning rate) per layer group.
+        train_data, val_data: the examples to learn from and to stop early on.
+        config: the phase's hyperparameters.
+        seed: seeds shuffling, augmentation and dropout.
+        device: where to train.
+        n_classes: number of classes (for class weights).
+        run_dir: where checkpoints go (none when ``None``).
+        resume: continue from ``run_dir``'s checkpoint.
+        phase: recorded in the checkpoint (e.g. ``{"index": 2}``) so multi-phase strategies
+            know where a resumed fit stands.
+        fingerprint: must equal the checkpoint's for a resume.
+        callbacks: ``{"on_epoch_end": [fn], "on_batch_end": [fn], ...}``.
+        on_train_mode: called after ``model.train()`` each epoch (e.g. to keep frozen BatchNorm
+            layers in eval mode).
+    """
+    from accelerate import Accelerator
+
+    accelerator = Accelerator(mixed_precision=_mixed_precision(config.mixed_precision, device),
+                              cpu=device.type == "cpu")
+    device = accelerator.device
+    model.to(device)
+    optimizer = torch.optim.AdamW(param_groups(groups, config.weight_decay))
+    steps_per_epoch = math.ceil(math.ceil(len(train_data) / config.batch_size) / config.grad_accum)
+    scheduler = make_scheduler(optimizer, config.schedule, steps_per_epoch * config.epochs, config.warmup)
+    weight = class_weights(train_data.targets, n_classes).to(device) if config.class_weight == "balanced" else None
+    loss_fn = make_loss(config.loss, weight=weight, label_smoothing=config.label_smoothing,
+                        focal_gamma=config.focal_gamma).to(device)
+    wrapped, optimizer = accelerator.prepare(model, optimizer)
+    result, best_state, rng = TrainResult(), None, None
+    if resume:
+        saved = ckpt.load_checkpoint(run_dir)
+        state = saved["state"]
+        if state.get("fingerprint") != fingerprint:
+            raise ConfigError(f"{run_dir} holds a checkpoint of a different fit (other data or settings); "
+                              "resume with the same command, or start a new --out folder.")
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"]["optimizer"])
+        scheduler.load_state_dict(saved["optimizer"]["scheduler"])
+        best_state = saved["best"]
+        result = TrainResult(**state["result"])
+        rng = state["rng"]
+
+    py_state = random.getstate()
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        if rng is not None:
+            ckpt.set_rng_state(rng)
+        else:
+            torch.manual_seed(seed)
+            random.seed(seed)
+        try:
+            for epoch in range(result.epochs_run, 0 if result.stopped_early else config.epochs):
+                _run_epoch(wrapped, model, optimizer, scheduler, loss_fn, accelerator, train_data, config,
+                           seed, epoch, callbacks, on_train_mode)
+                metrics = evaluate(model, val_data, config.batch_size, device, loss_fn)
+                score = metrics[config.monitor] * (-1 if config.monitor == "val_loss" else 1)
+                improved = result.best_score is None or score > result.best_score + 1e-6
+                if improved:
+                    result.best_score, result.best_epoch = score, epoch
+                    best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+                result.history.append({"epoch": epoch, **metrics, "lr": scheduler.get_last_lr()[0],
+                                       "improved": improved, **(phase or {})})
+                result.epochs_run = epoch + 1
+                bad = epoch - result.best_epoch
+                result.stopped_early = bad >= config.patience and epoch + 1 < config.epochs
+                if run_dir is not None:
+                    ckpt.save_checkpoint(
+                        run_dir, model_state=model.state_dict(), best_state=best_state,
+                        optimizer_state={"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
+                        state={"fingerprint": fingerprint, "phase": phase or {}, "result": asdict(result),
+                               "rng": ckpt.rng_state(),
+                               "trainable": [n for n, p in model.named_parameters() if p.requires_grad]},
+                    )
+                _fire(callbacks, "on_epoch_end", {"epoch": epoch, "epochs": config.epochs, **metrics,
+                                                   "improved": improved, "phase": phase or {}})
+                if result.stopped_early:
+                    break
+        finally:
+            random.setstate(py_state)
+    if best_state is not None:
+        model.load_state_dict(best_state)  # restore-best
+    model.eval()
+    return result
+
+
+def _run_epoch(wrapped: nn.Module, model: ClassifierModel, optimizer: torch.optim.Optimizer,
+               scheduler: Any, loss_fn: nn.Module, accelerator: Any, data: Examples, config: TrainConfig,
+               seed: int, epoch: int, callbacks: Callbacks | None,
+               on_train_mode: Callable[[ClassifierModel], None] | None) -> None:
+    wrapped.train()
+    if on_train_mode is not None:
+        on_train_mode(model)
+    # The order of an epoch depends only on (seed, epoch): a resumed epoch replays exactly.
+    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch)).tolist()
+    batches = [order[i:i + config.batch_size] for i in range(0, len(order), config.batch_size)]
+    optimizer.zero_grad(set_to_none=True)
+    for step, idx in enumerate(batches):
+        inputs, targets = data.batch(model.backbone, idx, augment=config.augment)
+        inputs, targets = move_to(inputs, accelerator.device), targets.to(accelerator.device)
+        last_of_group = (step + 1) % config.grad_accum == 0 or step + 1 == len(batches)
+        sync = contextlib.nullcontext() if last_of_group else accelerator.no_sync(wrapped)
+        with sync, accelerator.autocast():
+            loss = loss_fn(wrapped(inputs).float(), targets) / config.grad_accum
+            accelerator.backward(loss)
+        if last_of_group:
+            if config.clip_grad:
+                accelerator.clip_grad_norm_(wrapped.parameters(), config.clip_grad)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+        _fire(callbacks, "on_batch_end", {"epoch": epoch, "step": step, "steps": len(batches),
+                                          "loss": float(loss.detach()) * config.grad_accum})
