@@ -54,7 +54,7 @@ def make_scheduler(
             optimizer, max_lr=[g["lr"] for g in optimizer.param_groups], total_steps=total_steps,
             pct_start=max(warmup_fraction, 0.05), anneal_strategy="cos",
         )
-    warmup = int(round(total_steps * warmup_fraction))
+    warmup = round(total_steps * warmup_fraction)
 
     def factor(step: int) -> float:
         if step < warmup:
