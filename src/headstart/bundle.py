@@ -93,9 +93,20 @@ def _manifest(clf: Any, extra: dict[str, Any]) -> dict[str, Any]:
     })
 
 
-def check_destination(path: str | Path) -> Path:
-    """Refuse a destination that holds something other than a bundle (before any work is done)."""
+def check_destination(path: str | Path, *, resuming: bool = False) -> Path:
+    """Refuse a destination that holds something other than a bundle (before any work is done).
+
+    A folder holding an interrupted fit's checkpoint is accepted only when resuming it.
+    """
+    from headstart.training.checkpoint import has_checkpoint
+
     out = Path(path)
+    if resuming:
+        if not has_checkpoint(out):
+            raise BundleError(f"{out} holds no interrupted fit to resume (no checkpoint); run fit without --resume.")
+        return out
+    if has_checkpoint(out):
+        raise BundleError(f"{out} holds an interrupted fit: continue it with --resume {out}, or choose another --out.")
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST).is_file())):
         raise BundleError(f"{out} exists and is not a headstart bundle; choose another --out folder.")
     return out
@@ -108,7 +119,9 @@ def save_bundle(clf: Any, path: str | Path, *, extra: dict[str, Any] | None = No
     """
     from safetensors.torch import save_file
 
-    out = check_destination(path)
+    from headstart.training.checkpoint import has_checkpoint
+
+    out = check_destination(path, resuming=has_checkpoint(path))
     out.parent.mkdir(parents=True, exist_ok=True)
     tensors = {f"head.{k}": v.detach().cpu().contiguous() for k, v in clf.head_.state_dict().items()}
     if clf.backbone_changed_:

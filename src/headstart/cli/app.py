@@ -36,6 +36,17 @@ class ClassWeight(str, Enum):
     balanced = "balanced"
 
 
+class Loss(str, Enum):
+    cross_entropy = "cross-entropy"
+    focal = "focal"
+
+
+class Schedule(str, Enum):
+    cosine = "cosine"
+    one_cycle = "one-cycle"
+    constant = "constant"
+
+
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or warnings on stderr.")]
 Json = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
 CacheDir = Annotated[
@@ -114,6 +125,19 @@ def fit(
     c: Annotated[float | None, typer.Option("--C", help="Fix the head's inverse regularisation (default: cross-validated).")] = None,
     cv: Annotated[int, typer.Option(min=2, help="Cross-validation folds for choosing C.")] = 5,
     class_weight: Annotated[ClassWeight, typer.Option(help="Weight classes by inverse frequency.")] = ClassWeight.none,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Fine-tuning: maximum epochs (early stopping may end sooner).")] = None,
+    lr: Annotated[float | None, typer.Option(help="Fine-tuning: learning rate of the head (backbone groups get less).")] = None,
+    layer_decay: Annotated[float | None, typer.Option(help="Fine-tuning: each layer group below trains at this fraction of the one above.")] = None,
+    unfreeze: Annotated[int | None, typer.Option(min=1, help="partial: how many top layer groups train.")] = None,
+    lora_rank: Annotated[int | None, typer.Option(min=1, help="lora: adapter rank.")] = None,
+    patience: Annotated[int | None, typer.Option(min=1, help="Fine-tuning: epochs without improvement before stopping.")] = None,
+    loss: Annotated[Loss | None, typer.Option(help="Fine-tuning loss.")] = None,
+    label_smoothing: Annotated[float | None, typer.Option(min=0.0, max=0.99, help="Fine-tuning: label smoothing.")] = None,
+    augment: Annotated[bool | None, typer.Option("--augment/--no-augment", help="Fine-tuning: training-time augmentation (default: on for images, off for text).")] = None,
+    grad_accum: Annotated[int | None, typer.Option(min=1, help="Fine-tuning: micro-batches per optimizer step.")] = None,
+    schedule: Annotated[Schedule | None, typer.Option(help="Fine-tuning: learning-rate schedule.")] = None,
+    budget: Annotated[str | None, typer.Option(help="auto: time budget, e.g. 90s, 10m, 1h (default 10m).")] = None,
+    resume: Annotated[Path | None, typer.Option(help="Continue the interrupted fit whose --out folder this is.")] = None,
     max_length: Annotated[int | None, typer.Option(min=1, help="Token limit for text backbones.")] = None,
     batch_size: BatchSize = 32,
     device: Device = "auto",
@@ -129,7 +153,10 @@ def fit(
     from headstart.data import assign_splits, load_data
 
     progress = _setup(quiet, verbose)
-    out = check_destination(out or Path("runs") / (data.stem if data.is_file() else data.resolve().name))
+    if resume is not None and out is not None and out.resolve() != resume.resolve():
+        raise typer.BadParameter("--resume continues the fit in its own folder; drop --out or make them equal.")
+    out = out or resume or Path("runs") / (data.stem if data.is_file() else data.resolve().name)
+    check_destination(out, resuming=resume is not None)
     dataset = load_data(data, text_col=text_col, image_col=image_col, label_col=label_col,
                         split_col=split_col, slice_cols=slice_col or ())
     dataset = assign_splits(dataset, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
@@ -137,9 +164,13 @@ def fit(
         backbone=backbone, strategy=strategy, weights=weights, C=c, cv=cv,
         class_weight=None if class_weight is ClassWeight.none else class_weight.value,
         max_length=max_length, batch_size=batch_size, device=device,
-        cache=_cache_arg(cache_dir, no_cache), random_state=seed,
+        cache=_cache_arg(cache_dir, no_cache), random_state=seed, epochs=epochs, lr=lr, layer_decay=layer_decay,
+        unfreeze=unfreeze, lora_rank=lora_rank, patience=patience, loss=loss.value if loss else None,
+        label_smoothing=label_smoothing, augment=augment, grad_accum=grad_accum,
+        schedule=schedule.value if schedule else None, budget=budget,
     )
-    clf.fit(dataset, progress=progress)
+    callbacks = {} if quiet else {"on_epoch_end": [render.print_epoch]}
+    clf.fit(dataset, progress=progress, run_dir=out, resume=resume is not None, callbacks=callbacks)
     loader = {"text_col": text_col, "image_col": image_col, "label_col": label_col, "split_col": split_col,
               "slice_cols": slice_col or []}
     argv = (ctx.obj or {}).get("argv", sys.argv[1:])
@@ -160,8 +191,13 @@ def _print_fit_summary(result: dict[str, Any]) -> None:
                         f"{len(d['classes'])} classes; {splits}) fingerprint {d['fingerprint'][:12]}")
     render.stdout.print(f"[bold]backbone[/]  {b['name']} ({render.human_count(b['n_params'])} params, "
                         f"{b['feature_dim']}-d, {'offline' if b['offline'] else 'hub'}) — {b['source']}")
-    chosen = f"C={s['C']:g} ({s['C_selection']})" if "C" in s else ""
+    chosen = f"C={s['C']:g} ({s['C_selection']})" if s.get("C_selection") else ""
     render.stdout.print(f"[bold]strategy[/]  {s['name']} {chosen}; {result['fit_seconds']:.1f}s")
+    if s["name"] == "auto":
+        render.auto_decisions(s)
+    for phase in s.get("phases", []):
+        render.stdout.print(f"  phase {phase['phase']}: {phase['epochs_run']} epochs, best epoch {phase['best_epoch']}"
+                            f"{' (stopped early)' if phase['stopped_early'] else ''}")
     if "test" in result["metrics"]:
         render.metrics_tables(result["metrics"]["test"], "held-out test split")
     else:

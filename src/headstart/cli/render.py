@@ -104,3 +104,25 @@ def metrics_tables(metrics: dict[str, Any], title: str) -> None:
         for r in rows:
             table.add_row(r["value"], str(r["n"]), fmt(r["accuracy"], 3), fmt(r["macro_f1"], 3))
         stdout.print(table)
+
+
+def print_epoch(event: dict[str, Any]) -> None:
+    """One line per training epoch on stderr (a training callback)."""
+    phase = event.get("phase", {}).get("phase_name")
+    mark = " *" if event.get("improved") else ""
+    stderr.print(f"{'[' + phase + '] ' if phase else ''}epoch {event['epoch'] + 1}/{event['epochs']}  "
+                 f"val loss {event['val_loss']:.4f}  val acc {event['val_accuracy']:.4f}{mark}", highlight=False)
+
+
+def auto_decisions(details: dict[str, Any]) -> None:
+    """What the auto strategy tried, skipped and chose, with its numbers."""
+    table = Table(title=f"auto: chose {details['chosen']} (budget {details['budget_seconds']:.0f}s, "
+                        f"{details['examples_per_class']} examples/class, {details['device']})", title_justify="left")
+    for col in ("strategy", "ran", "est. s", "s", "val acc", "val log loss", "why"):
+        table.add_column(col, justify="right" if col in ("est. s", "s", "val acc", "val log loss") else "left")
+    for d in details["decisions"]:
+        why = d.get("skipped") or d.get("reason", "")
+        name = f"[bold]{d['strategy']}[/]" if d.get("chosen") else d["strategy"]
+        table.add_row(name, "yes" if d.get("ran") else "no", fmt(d.get("estimated_seconds"), 1), fmt(d.get("seconds"), 1),
+                      fmt(d.get("val_accuracy"), 3), fmt(d.get("val_log_loss"), 3), why)
+    stdout.print(table)

@@ -131,9 +131,9 @@ class Contrastive(Strategy):
                         optimizer.step()
                         scheduler.step()
                         optimizer.zero_grad(set_to_none=True)
-                        losses.append(float(loss))
+                        losses.append(float(loss.detach()))
                         for fn in context.callbacks.get("on_batch_end", []):
-                            fn({"epoch": epoch, "step": step, "steps": len(batches), "loss": float(loss)})
+                            fn({"epoch": epoch, "step": step, "steps": len(batches), "loss": losses[-1]})
         finally:
             backbone.max_length = saved_max
             backbone.eval()
