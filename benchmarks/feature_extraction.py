@@ -25,8 +25,8 @@ For each embedded backbone (``efficientnet_lite0`` on the animal-silhouettes tra
 
 Each method gets one warm-up pass over the first batch before anything is timed, so
 one-time costs (lazy kernel initialisation, allocator growth) are excluded equally. With
-``--repeats R`` (default 2) the order alternates between repeats (plain first, then
-headstart first: ABBA cancels a linear drift) and the median is reported. Process CPU
+``--repeats R`` (default 3) the order alternates between repeats (plain first, then
+headstart first, ...: a drift in machine speed hits both alike) and the median is reported. Process CPU
 time is recorded next to wall time (a second view of the ratio), and the load average at
 start and end is printed: on a busy machine other processes slow whichever method happens
 to run alongside them (and torch's OpenMP threads suffer badly when the cores are
@@ -350,7 +350,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help=f"items per backbone (default {DEFAULT_N}; {QUICK_N} with --quick)")
     parser.add_argument("--quick", action="store_true", help=f"a small run ({QUICK_N} items each)")
     parser.add_argument("--batch-size", type=int, default=32, help="batch size for both methods")
-    parser.add_argument("--repeats", type=int, default=2,
+    parser.add_argument("--repeats", type=int, default=3,
                         help="timed repeats per method, alternating order; the median is reported")
     parser.add_argument("--only", choices=("image", "text"), default=None, help="run one backbone only")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here as JSON")

@@ -167,3 +167,41 @@ def test_the_installed_command_runs_as_a_process(tmp_path: Path) -> None:
     failed = subprocess.run([sys.executable, "-m", "headstart", "predict", str(tmp_path), "x"],
                             capture_output=True, text=True, timeout=120)
     assert failed.returncode == 1 and "not a headstart bundle" in failed.stderr and failed.stdout == ""
+
+
+def test_fit_with_a_fine_tuning_strategy_shows_epochs_and_writes_its_weights(
+    text_table: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "partial"
+    code, stdout, err = _run(capsys, "fit", text_table, "--backbone", "tiny-bert", "--strategy", "partial",
+                             "--epochs", "2", "--unfreeze", "1", "--lr", "0.01", "--out", out)
+    assert code == 0, err
+    assert "epoch 1/2" in err and "val loss" in err  # per-epoch progress on stderr
+    assert "phase partial" in stdout
+    manifest = json.loads((out / "headstart.json").read_text())
+    assert manifest["backbone"]["weights_in_bundle"] is True
+    assert manifest["strategy"]["params"]["unfreeze"] == 1 and manifest["strategy"]["params"]["epochs"] == 2
+    assert not (out / "checkpoint").exists()  # the finished bundle replaced the run's checkpoint
+
+
+def test_resume_flags_are_checked(text_table: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from headstart.training.checkpoint import save_checkpoint
+
+    code, _, err = _run(capsys, "fit", text_table, "--backbone", "tiny-bert", "--resume", tmp_path / "none", "-q")
+    assert code == 1 and "no interrupted fit" in err
+    half = tmp_path / "half"
+    save_checkpoint(half, model_state={}, best_state=None, optimizer_state={}, state={"phase": {}})
+    code, _, err = _run(capsys, "fit", text_table, "--backbone", "tiny-bert", "--out", half, "-q")
+    assert code == 1 and f"--resume {half}" in " ".join(err.split())
+    code, _, _ = _run(capsys, "fit", text_table, "--resume", half, "--out", tmp_path / "elsewhere", "-q")
+    assert code == 2
+
+
+def test_auto_prints_its_decisions(text_table: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = _run(capsys, "fit", text_table, "--backbone", "tiny-bert", "--strategy", "auto", "--budget", "0.01s",
+                          "--out", tmp_path / "auto", "-q")
+    assert code == 0, err
+    assert "auto: chose linear-probe" in out and "estimated time exceeds the budget left" in out
+    code, _, err = _run(capsys, "fit", text_table, "--backbone", "tiny-bert", "--strategy", "auto", "--budget", "soon",
+                        "--out", tmp_path / "x", "-q")
+    assert code == 1 and "budget='soon'" in err

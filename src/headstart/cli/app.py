@@ -70,6 +70,12 @@ def _setup(quiet: bool, verbose: bool = False) -> render.RichProgress | None:
     return None if quiet else render.RichProgress()
 
 
+def _is_main_process() -> bool:
+    from accelerate import PartialState
+
+    return PartialState().is_main_process
+
+
 def _cache_arg(cache_dir: Path | None, no_cache: bool) -> bool | Path:
     if no_cache:
         return False
@@ -171,6 +177,8 @@ def fit(
     )
     callbacks = {} if quiet else {"on_epoch_end": [render.print_epoch]}
     clf.fit(dataset, progress=progress, run_dir=out, resume=resume is not None, callbacks=callbacks)
+    if not _is_main_process():
+        return  # under `accelerate launch`, one process writes the bundle and reports
     loader = {"text_col": text_col, "image_col": image_col, "label_col": label_col, "split_col": split_col,
               "slice_cols": slice_col or []}
     argv = (ctx.obj or {}).get("argv", sys.argv[1:])

@@ -110,8 +110,10 @@ def print_epoch(event: dict[str, Any]) -> None:
     """One line per training epoch on stderr (a training callback)."""
     phase = event.get("phase", {}).get("phase_name")
     mark = " *" if event.get("improved") else ""
-    stderr.print(f"{'[' + phase + '] ' if phase else ''}epoch {event['epoch'] + 1}/{event['epochs']}  "
-                 f"val loss {event['val_loss']:.4f}  val acc {event['val_accuracy']:.4f}{mark}", highlight=False)
+    scores = (f"val loss {event['val_loss']:.4f}  val acc {event['val_accuracy']:.4f}{mark}"
+              if event.get("val_loss") is not None else "(no validation split: no early stopping)")
+    stderr.print(f"{'[' + phase + '] ' if phase else ''}epoch {event['epoch'] + 1}/{event['epochs']}  {scores}",
+                 highlight=False)
 
 
 def auto_decisions(details: dict[str, Any]) -> None:

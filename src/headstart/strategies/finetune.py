@@ -54,10 +54,23 @@ def decayed_lrs(groups: list[LayerGroup], top_lr: float, decay: float, top_k: in
     return {g.name: top_lr * decay ** (len(chosen) - i) for i, g in enumerate(chosen)}
 
 
-def carve_validation(train: Dataset, val: Dataset | None, fraction: float, seed: int) -> tuple[Dataset, Dataset]:
-    """Use the given validation split, or hold out a stratified ``fraction`` of training data."""
+MIN_PER_CLASS_TO_CARVE = 10
+
+
+def carve_validation(train: Dataset, val: Dataset | None, fraction: float, seed: int,
+                     min_per_class: int = 0) -> tuple[Dataset, Dataset | None]:
+    """Use the given validation split, or hold out a stratified ``fraction`` of training data.
+
+    Returns no validation split when the smallest class has fewer than ``min_per_class``
+    examples: a validation set of one or two items per class decides nothing and costs a
+    sizeable share of the training data.
+    """
     if val is not None and len(val):
         return train, val
+    if min(train.class_counts().values()) < min_per_class:
+        logger.info("no validation split and under %d examples in a class: training on all of them, "
+                    "without early stopping", min_per_class)
+        return train, None
     carved = Dataset(items=train.items, labels=train.labels, modality=train.modality, splits=None,
                      slices=train.slices, locators=train.locators, source=train.source, _hashes=train._hashes)
     carved = assign_splits(carved, val_fraction=fraction, test_fraction=0.0, seed=seed)
@@ -149,12 +162,13 @@ class FineTuneStrategy(Strategy):
         return {}
 
     def fit(self, backbone: Backbone, train: Dataset, val: Dataset | None, context: FitContext) -> FittedModel:
-        train, val = carve_validation(train, val, self.params["val_fraction"], context.seed)
+        train, val = carve_validation(train, val, self.params["val_fraction"], context.seed, MIN_PER_CLASS_TO_CARVE)
         probe = LinearProbe().fit(backbone, train, None, context)
         classes = probe.classes
         self.prepare(backbone)
         model = ClassifierModel(backbone, probe.head)
-        train_ex, val_ex = _examples(train, classes), _examples(val, classes)
+        train_ex = _examples(train, classes)
+        val_ex = _examples(val, classes) if val is not None else None
         groups = named_groups(backbone)
         history, resume = [], context.resume
         resume_index = _checkpoint_phase(context) if resume else None
@@ -163,9 +177,10 @@ class FineTuneStrategy(Strategy):
                 continue  # finished before the interruption; its weights are in the checkpoint
             lr_groups = self.select_trainable(model, groups, phase)
             on_train_mode = _freeze_bn_hook(model, phase.lrs) if self.params["freeze_bn"] else None
-            config = self.train_config(phase.epochs, backbone.spec.modality, phase.early_stopping)
+            config = self.train_config(phase.epochs, backbone.spec.modality, phase.early_stopping and val is not None)
             fingerprint = fit_fingerprint(config, {"strategy": self.name, "params": self.params, "phase": index,
-                                                   "data": train.fingerprint(), "val": val.fingerprint()})
+                                                   "data": train.fingerprint(),
+                                                   "val": val.fingerprint() if val is not None else None})
             result = run_training(
                 model, lr_groups, train_ex, val_ex, config, seed=context.seed + index, device=context.device,
                 n_classes=len(classes), run_dir=context.run_dir,
@@ -176,7 +191,8 @@ class FineTuneStrategy(Strategy):
         for p in model.parameters():
             p.requires_grad_(False)
         details = {"lp_init": {"C": probe.details["C"]}, "phases": history,
-                   "n_train": len(train), "n_val": len(val), **self.finish(model)}
+                   "n_train": len(train), "n_val": len(val) if val is not None else 0,
+                   "early_stopping": val is not None, **self.finish(model)}
         return FittedModel(backbone=model.backbone, head=model.head, classes=classes, strategy=self.name,
                            params=dict(self.params), details=details, backbone_changed=True)
 

@@ -1,7 +1,7 @@
 """``progressive``: gradual unfreezing with discriminative learning rates (ULMFiT / fastai).
 
-First the head trains with the backbone frozen; then one more layer group from the top is
-unfrozen per stage, each group at ``1/2.6`` of the learning rate of the group above it
+First the head trains with the backbone frozen; then more layer groups from the top are
+unfrozen at each stage, each group at ``1/2.6`` of the learning rate of the group above it
 (Howard & Ruder, 2018); the last stage trains everything with early stopping.
 """
 
@@ -17,33 +17,38 @@ from headstart.strategies.finetune import FineTuneStrategy, Phase, decayed_lrs
 
 @register_strategy
 class Progressive(FineTuneStrategy):
-    """Head first, then unfreeze group by group.
+    """Head first, then unfreeze from the top, stage by stage.
 
     Args:
         epochs_per_stage: epochs of each intermediate stage.
+        stages: unfreezing stages after the head stage; the layer groups are split into this
+            many blocks from the top (one group per stage when there are few groups).
         max_groups: unfreeze at most this many groups from the top (``None``: all).
         discriminative: ratio between the learning rates of adjacent groups (ULMFiT: 2.6).
     """
 
     name = "progressive"
-    description = "Head first with the backbone frozen, then unfreeze one layer group per stage (ULMFiT)."
+    description = "Head first with the backbone frozen, then unfreeze layer groups from the top, stage by stage (ULMFiT)."
 
-    def __init__(self, epochs_per_stage: int = 1, max_groups: int | None = None, discriminative: float = 2.6,
-                 **params: Any) -> None:
-        if epochs_per_stage < 1:
-            raise ConfigError(f"epochs_per_stage={epochs_per_stage}; it must be at least 1.")
+    def __init__(self, epochs_per_stage: int = 1, stages: int = 3, max_groups: int | None = None,
+                 discriminative: float = 2.6, **params: Any) -> None:
+        if epochs_per_stage < 1 or stages < 1:
+            raise ConfigError(f"epochs_per_stage={epochs_per_stage} and stages={stages} must be at least 1.")
         if discriminative < 1:
             raise ConfigError(f"discriminative={discriminative}; it must be >= 1.")
-        super().__init__(epochs_per_stage=epochs_per_stage, max_groups=max_groups, discriminative=discriminative,
-                         **params)
+        super().__init__(epochs_per_stage=epochs_per_stage, stages=stages, max_groups=max_groups,
+                         discriminative=discriminative, **params)
 
     def phases(self, backbone: Backbone) -> list[Phase]:
         groups = backbone.layer_groups()
         n = len(groups) if self.params["max_groups"] is None else min(self.params["max_groups"], len(groups))
+        n_stages = min(self.params["stages"], n)
+        # Group counts unfrozen after each stage, e.g. 8 groups in 3 stages -> 3, 6, 8.
+        counts = sorted({round(n * (i + 1) / n_stages) for i in range(n_stages)})
         lr, decay = self.lr(backbone.spec.modality), 1.0 / self.params["discriminative"]
         stages = [Phase("head", {"head": lr}, self.params["epochs_per_stage"], early_stopping=False)]
-        for k in range(1, n + 1):
-            last = k == n
+        for k in counts:
+            last = k == counts[-1]
             stages.append(Phase(f"top-{k}", {"head": lr, **decayed_lrs(groups, lr, decay, k)},
                                 self.params["epochs"] if last else self.params["epochs_per_stage"],
                                 early_stopping=last))

@@ -145,7 +145,7 @@ def train(
     model: ClassifierModel,
     groups: list[tuple[str, list[tuple[str, nn.Parameter]], float]],
     train_data: Examples,
-    val_data: Examples,
+    val_data: Examples | None,
     config: TrainConfig,
     *,
     seed: int,
@@ -163,7 +163,8 @@ def train(
     Args:
         model: backbone + head; parameters with ``requires_grad=False`` stay frozen.
         groups: (name, named parameters, learning rate) per layer group.
-        train_data, val_data: the examples to learn from and to stop early on.
+        train_data, val_data: the examples to learn from and to stop early on; without
+            validation data every epoch runs and the last weights are kept.
         config: the phase's hyperparameters.
         seed: seeds shuffling, augmentation and dropout.
         device: where to train.
@@ -215,8 +216,11 @@ def train(
             for epoch in range(result.epochs_run, 0 if result.stopped_early else config.epochs):
                 _run_epoch(wrapped, model, optimizer, scheduler, loss_fn, accelerator, train_data, config,
                            seed, epoch, callbacks, on_train_mode)
-                metrics = evaluate(model, val_data, config.batch_size, device, loss_fn)
-                score = metrics[config.monitor] * (-1 if config.monitor == "val_loss" else 1)
+                if val_data is not None:
+                    metrics = evaluate(model, val_data, config.batch_size, device, loss_fn)
+                    score = metrics[config.monitor] * (-1 if config.monitor == "val_loss" else 1)
+                else:  # nothing to judge by: the latest epoch counts as the best
+                    metrics, score = {"val_loss": None, "val_accuracy": None}, float(epoch)
                 improved = result.best_score is None or score > result.best_score + 1e-6
                 if improved:
                     result.best_score, result.best_epoch = score, epoch
@@ -226,7 +230,7 @@ def train(
                 result.epochs_run = epoch + 1
                 bad = epoch - result.best_epoch
                 result.stopped_early = bad >= config.patience and epoch + 1 < config.epochs
-                if run_dir is not None:
+                if run_dir is not None and accelerator.is_main_process:
                     ckpt.save_checkpoint(
                         run_dir, model_state=model.state_dict(), best_state=best_state,
                         optimizer_state={"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
@@ -256,6 +260,11 @@ def _run_epoch(wrapped: nn.Module, model: ClassifierModel, optimizer: torch.opti
     # The order of an epoch depends only on (seed, epoch): a resumed epoch replays exactly.
     order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch)).tolist()
     batches = [order[i:i + config.batch_size] for i in range(0, len(order), config.batch_size)]
+    if accelerator.num_processes > 1:
+        # Under `accelerate launch`, each process takes every n-th batch; all take the same
+        # number so gradient synchronisation never waits on a process that has finished.
+        per_process = len(batches) // accelerator.num_processes
+        batches = batches[accelerator.process_index::accelerator.num_processes][:max(1, per_process)]
     optimizer.zero_grad(set_to_none=True)
     for step, idx in enumerate(batches):
         inputs, targets = data.batch(model.backbone, idx, augment=config.augment)
