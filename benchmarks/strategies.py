@@ -20,10 +20,17 @@ backbone, extracting or reading cached features and training; prediction is time
 separately and not counted. All runs share one embedding cache folder, as a real user's runs
 would: the first run that needs the pretrained features of an item computes them and every
 later run (other strategies' linear-probe initialisation, other seeds, ``auto``'s floor)
-reads them. The fine-tuning strategies get ``--epochs`` (default 6) as their maximum
-epochs (early stopping may end sooner; ``progressive`` uses it for its last stage);
-``contrastive`` keeps its own defaults (one pass over at most 640 pairs) and ``auto`` chooses
-its own candidates and settings within ``--budget`` (default 10m).
+reads them. The fine-tuning strategies get ``--epochs`` (default 6; ``--animal-epochs`` for
+the images) as their maximum epochs (early stopping may end sooner; ``progressive`` uses it for
+its last stage); ``contrastive`` keeps its own defaults (one pass over at most 640 pairs) and
+``auto`` chooses its own candidates and settings within ``--budget`` (default 10m).
+
+Runs go in rounds: seed 0 of every configuration, then seed 1 of every configuration, and so
+on. With ``--time-limit`` a configuration's next seed is only started when the time its
+previous seed took still fits, so a time-limited run ends with whole seeds (every strategy of
+a configuration over the same seeds) and may have fewer seeds than asked; the report says so.
+With ``--json`` the raw numbers are rewritten after every run (``"complete": false`` until the
+end), so an interrupted benchmark keeps what it measured.
 
 At the end it prints a markdown table (rows: configuration × strategy; columns: accuracy,
 macro-F1 and fit seconds, mean ± sample standard deviation over seeds) and checks two goals
@@ -36,6 +43,7 @@ Run from the repository root::
     python benchmarks/strategies.py                                  # everything, 3 seeds
     python benchmarks/strategies.py --seeds 1 --only spam8 --spam-test-per-class 20 --epochs 1
     python benchmarks/strategies.py --animal-seeds 2 --json results.json
+    python benchmarks/strategies.py --epochs 3 --animal-epochs 1 --time-limit 75m
 
 The datasets are read from ``../shared/datasets`` beside the repository, or from
 ``$HEADSTART_SHARED_DATASETS``.
@@ -51,6 +59,7 @@ import os
 import platform
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -69,6 +78,7 @@ from sklearn.metrics import accuracy_score, f1_score
 import headstart
 from headstart import TransferClassifier
 from headstart.data import load_data
+from headstart.strategies.auto import parse_budget
 
 DATASETS = Path(
     os.environ.get(
@@ -93,6 +103,7 @@ class Config:
     name: str
     description: str
     backbone: str
+    epochs: int
     strategies: list[str]
     seeds: list[int]
     test_x: list[Any]
@@ -139,7 +150,7 @@ def read_spam() -> tuple[list[str], list[str]]:
 
 
 def spam_configs(names: Sequence[str], strategies: list[str], seeds: list[int],
-                 test_per_class: int) -> list[Config]:
+                 test_per_class: int, epochs: int) -> list[Config]:
     """``spam8``/``spam32``: the fixed test set first, then per-seed training draws from the rest."""
     texts, labels = read_spam()
     y = np.array(labels)
@@ -174,13 +185,13 @@ def spam_configs(names: Sequence[str], strategies: list[str], seeds: list[int],
             name=name,
             description=(f"spam-assassin, {per_class} training e-mails per class (random per seed), "
                          f"test: fixed balanced {test_per_class}/class ({len(test_idx)} e-mails)"),
-            backbone="minilm", strategies=list(strategies), seeds=list(seeds),
+            backbone="minilm", epochs=epochs, strategies=list(strategies), seeds=list(seeds),
             test_x=[texts[i] for i in test_idx], test_y=[labels[i] for i in test_idx], train_for_seed=draw,
         ))
     return out
 
 
-def animal_config(strategies: list[str], seeds: list[int], test_n: int | None) -> Config:
+def animal_config(strategies: list[str], seeds: list[int], test_n: int | None, epochs: int) -> Config:
     """``animals``: the fixed train split for every seed; the test split (or a stratified subset)."""
     folder = DATASETS / "animal-silhouettes"
     if not folder.is_dir():
@@ -206,7 +217,7 @@ def animal_config(strategies: list[str], seeds: list[int], test_n: int | None) -
                      f"{len(train_x) // max(1, len(set(train_y)))}/class, same for every seed), "
                      f"test: {len(test_idx)} of {len(test)} test images"
                      + (" (fixed stratified subset)" if len(test_idx) < len(test) else "")),
-        backbone="efficientnet_lite0",
+        backbone="efficientnet_lite0", epochs=epochs,
         strategies=[s for s in strategies if s not in TEXT_ONLY], seeds=list(seeds),
         test_x=[test.items[i] for i in test_idx], test_y=[test.labels[i] for i in test_idx],
         train_for_seed=lambda _seed: (train_x, train_y),
@@ -214,10 +225,10 @@ def animal_config(strategies: list[str], seeds: list[int], test_n: int | None) -
 
 
 # -------------------------------------------------------------------------------- runs
-def strategy_params(strategy: str, args: argparse.Namespace) -> dict[str, Any]:
+def strategy_params(strategy: str, config: Config, args: argparse.Namespace) -> dict[str, Any]:
     """What each strategy gets beyond its defaults."""
     if strategy in FINE_TUNING:
-        return {"epochs": args.epochs}
+        return {"epochs": config.epochs}
     if strategy == "auto":
         return {"budget": args.budget}
     return {}  # linear-probe: cross-validated C; contrastive: its own defaults
@@ -226,7 +237,8 @@ def strategy_params(strategy: str, args: argparse.Namespace) -> dict[str, Any]:
 def summarise_details(strategy: str, details: dict[str, Any]) -> dict[str, Any]:
     """The parts of ``strategy_details_`` worth keeping in the JSON (no weight dumps)."""
     keep = ("chosen", "decisions", "budget_seconds", "examples_per_class", "step_seconds_per_16", "C",
-            "lp_init", "phases", "n_train", "n_val", "n_pairs", "pair_loss_first", "pair_loss_last")
+            "lp_init", "phases", "n_train", "n_val", "early_stopping", "n_pairs", "pair_loss_first",
+            "pair_loss_last")
     out = {k: details[k] for k in keep if k in details}
     for phase in out.get("phases", []) or []:
         if isinstance(phase, dict):
@@ -236,7 +248,7 @@ def summarise_details(strategy: str, details: dict[str, Any]) -> dict[str, Any]:
 
 def run_one(config: Config, strategy: str, seed: int, args: argparse.Namespace, cache: Path) -> Run:
     train_x, train_y = config.train_for_seed(seed)
-    params = strategy_params(strategy, args)
+    params = strategy_params(strategy, config, args)
     run = Run(config=config.name, strategy=strategy, seed=seed, n_train=len(train_x),
               n_test=len(config.test_x), params=params)
     try:
@@ -270,7 +282,7 @@ def run_one(config: Config, strategy: str, seed: int, args: argparse.Namespace, 
 
 # ----------------------------------------------------------------------------- report
 def fmt_duration(seconds: float) -> str:
-    seconds = int(round(seconds))
+    seconds = round(seconds)
     h, rest = divmod(seconds, 3600)
     m, s = divmod(rest, 60)
     return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
@@ -293,6 +305,19 @@ def load_average() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
 
 
+def git_state() -> str:
+    """The repository's commit, and whether ``src`` has uncommitted changes (what was measured)."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
+                                text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "src"], cwd=root, capture_output=True,
+                               text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{commit}{' + uncommitted changes in src' if dirty else ''}"
+
+
 def machine_info() -> dict[str, Any]:
     affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {
@@ -306,6 +331,7 @@ def machine_info() -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.is_available(),
         "headstart": getattr(headstart, "__version__", "?"),
+        "git": git_state(),
         "load_average_start": load_average(),
     }
 
@@ -318,9 +344,20 @@ def by_strategy(runs: list[Run], config: str) -> dict[str, list[Run]]:
     return out
 
 
+def epochs_note(runs: list[Run]) -> str:
+    """Maximum epochs given, epochs actually trained (all phases) and early stopping, for fine-tuning."""
+    trained = [sum(int(p.get("epochs_run", 0)) for p in r.details.get("phases", [])) for r in runs]
+    early = {r.details.get("early_stopping") for r in runs}
+    stop = {True: "early stopping on", False: "no validation split, no early stopping"}
+    note = f"epochs={runs[0].params.get('epochs')}; trained {statistics.fmean(trained):.1f} epochs"
+    if len(early) == 1 and None not in early:
+        note += f" ({stop[early.pop()]})"
+    return note
+
+
 def table(configs: list[Config], runs: list[Run]) -> list[str]:
     lines = [
-        "| config | strategy | runs | test accuracy (%) | macro-F1 (%) | fit (s) | notes |",
+        "| config | strategy | seeds | test accuracy (%) | macro-F1 (%) | fit (s) | notes |",
         "|---|---|--:|--:|--:|--:|---|",
     ]
     for config in configs:
@@ -335,10 +372,8 @@ def table(configs: list[Config], runs: list[Run]) -> list[str]:
             if strategy == "auto" and ok:
                 counts = Counter(r.chosen for r in ok)
                 notes.append("chose " + ", ".join(f"{k} ×{v}" for k, v in counts.most_common()))
-            if strategy in FINE_TUNING or strategy == "contrastive":
-                extra = [r.params for r in ok[:1]]
-                if extra and extra[0]:
-                    notes.append(", ".join(f"{k}={v}" for k, v in extra[0].items()))
+            if strategy in FINE_TUNING and ok:
+                notes.append(epochs_note(ok))
             lines.append(
                 f"| {config.name} | {strategy} | {len(ok)} | {pm([r.accuracy for r in ok], 100)} "
                 f"| {pm([r.macro_f1 for r in ok], 100)} | {pm([r.fit_seconds for r in ok])} "
@@ -355,7 +390,7 @@ def goal_checks(configs: list[Config], runs: list[Run]) -> tuple[list[str], dict
         groups = {s: rs for s, rs in groups.items() if rs}
         acc = {s: statistics.fmean(r.accuracy for r in rs) * 100 for s, rs in groups.items()}
         secs = {s: statistics.fmean(r.fit_seconds for r in rs) for s, rs in groups.items()}
-        others = [s for s in groups if s != "auto"]
+        others = [s for s in config.strategies if s != "auto" and s in groups]
         missing = [s for s in config.strategies if s != "auto" and s not in groups]
         check: dict[str, Any] = {}
         if "auto" in groups and others:
@@ -379,15 +414,16 @@ def goal_checks(configs: list[Config], runs: list[Run]) -> tuple[list[str], dict
                              "met": acc_ok and time_ok, "strategies_summed": others}
         elif "auto" in config.strategies:
             lines.append(f"- **{config.name}, goal 1 (auto)**: cannot check (auto or the others did not run).")
-        if config.name == "spam8" or (config.name.startswith("spam") and {"contrastive", "linear-probe"} <= set(groups)):
+        if config.name.startswith("spam"):
+            is_goal = config.name == "spam8"
             if {"contrastive", "linear-probe"} <= set(groups):
                 diff = acc["contrastive"] - acc["linear-probe"]
                 lp = {r.seed: r.accuracy for r in groups["linear-probe"]}
                 paired = [(r.accuracy, lp[r.seed]) for r in groups["contrastive"] if r.seed in lp]
                 wins = sum(a >= b for a, b in paired)
-                label = "goal 2 (contrastive ≥ linear probe at 8/class)" if config.name == "spam8" \
-                    else "for information (goal 2 is at 8/class): contrastive vs linear probe"
-                verdict = ("MET" if diff >= 0 else "NOT MET") if config.name == "spam8" else \
+                label = ("goal 2 (contrastive ≥ linear probe at 8/class)" if is_goal
+                         else "for information (goal 2 is about 8/class): contrastive vs linear probe")
+                verdict = ("MET" if diff >= 0 else "NOT MET") if is_goal else \
                     ("at least matches" if diff >= 0 else "below")
                 lines.append(
                     f"- **{config.name}, {label}**: {verdict}. contrastive {acc['contrastive']:.1f}% vs "
@@ -398,7 +434,7 @@ def goal_checks(configs: list[Config], runs: list[Run]) -> tuple[list[str], dict
                 check["contrastive_vs_probe"] = {"contrastive": acc["contrastive"], "linear_probe": acc["linear-probe"],
                                                  "diff_points": diff, "seeds_at_least_equal": wins,
                                                  "seeds": len(paired), "met": diff >= 0}
-            elif config.name == "spam8":
+            elif is_goal:
                 lines.append("- **spam8, goal 2 (contrastive ≥ linear probe)**: cannot check (not both run).")
         results[config.name] = check
     return lines, results
@@ -425,20 +461,54 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         default=list(STRATEGIES), help=f"comma-separated strategies (default {','.join(STRATEGIES)})")
     parser.add_argument("--epochs", type=int, default=6,
                         help="maximum epochs of partial, full, progressive (last stage) and lora (default 6)")
+    parser.add_argument("--animal-epochs", type=int, default=None,
+                        help="the same for the animals configuration (default: --epochs)")
     parser.add_argument("--budget", default="10m", help="time budget of auto (default 10m)")
     parser.add_argument("--spam-test-per-class", type=int, default=300,
                         help="spam test e-mails per class (fixed, seed-independent; default 300)")
     parser.add_argument("--animal-test-n", type=int, default=None,
                         help="fixed stratified subset of the animal test split (default: all 1000)")
+    parser.add_argument("--time-limit", default=None,
+                        help="e.g. 75m: start a configuration's next seed only if the time its previous seed "
+                             "took still fits (default: no limit)")
     parser.add_argument("--cache-dir", type=Path, default=None,
                         help="the shared embedding cache folder (default: a new temporary folder, deleted at the end)")
     parser.add_argument("--json", type=Path, default=None, help="write the raw per-run numbers here")
     args = parser.parse_args(argv)
     if args.seeds < 1 or (args.animal_seeds is not None and args.animal_seeds < 1):
         parser.error("--seeds and --animal-seeds must be at least 1")
-    if args.epochs < 1 or args.spam_test_per_class < 1 or (args.animal_test_n is not None and args.animal_test_n < 10):
-        parser.error("--epochs and --spam-test-per-class must be >= 1, --animal-test-n >= 10")
+    if args.animal_epochs is None:
+        args.animal_epochs = args.epochs
+    if min(args.epochs, args.animal_epochs, args.spam_test_per_class) < 1:
+        parser.error("--epochs, --animal-epochs and --spam-test-per-class must be at least 1")
+    if args.animal_test_n is not None and args.animal_test_n < 10:
+        parser.error("--animal-test-n must be at least 10 (one per class)")
+    try:
+        parse_budget(args.budget)
+        args.time_limit_seconds = parse_budget(args.time_limit) if args.time_limit else None
+    except Exception as e:
+        parser.error(str(e))
     return args
+
+
+def write_json(path: Path, machine: dict[str, Any], args: argparse.Namespace, configs: list[Config],
+               runs: list[Run], skipped: dict[str, list[int]], started: float, *, complete: bool,
+               checks: dict[str, Any] | None = None) -> None:
+    payload = {
+        "complete": complete,
+        "machine": machine,
+        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "configs": [{"name": c.name, "backbone": c.backbone, "description": c.description, "epochs": c.epochs,
+                     "strategies": c.strategies, "seeds_asked": c.seeds, "seeds_skipped": skipped.get(c.name, []),
+                     "n_test": len(c.test_x)} for c in configs],
+        "runs": [asdict(r) for r in runs],
+        "goal_checks": checks,
+        "elapsed_seconds": time.perf_counter() - started,
+        "load_average_now": load_average(),
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    tmp.replace(path)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -450,9 +520,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     configs: list[Config] = []
     spam_names = [c for c in args.only if c.startswith("spam")]
     if spam_names:
-        configs += spam_configs(spam_names, args.strategies, seeds, args.spam_test_per_class)
+        configs += spam_configs(spam_names, args.strategies, seeds, args.spam_test_per_class, args.epochs)
     if "animals" in args.only:
-        configs.append(animal_config(args.strategies, animal_seeds, args.animal_test_n))
+        configs.append(animal_config(args.strategies, animal_seeds, args.animal_test_n, args.animal_epochs))
     configs = [c for c in configs if c.strategies]
     if not configs:
         raise SystemExit("nothing to run: no selected strategy applies to the selected configurations.")
@@ -462,17 +532,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     cache.mkdir(parents=True, exist_ok=True)
     preexisting = any(cache.iterdir())
 
+    epochs = f"partial/full/progressive/lora epochs={args.epochs}"
+    if "animals" in args.only and args.animal_epochs != args.epochs:
+        epochs += f" (animals: {args.animal_epochs})"
     header = [
         "# headstart strategies benchmark",
         "",
         f"Machine: {machine['platform']} ({machine['processor']}), {machine['cpu_count']} CPUs "
         f"({machine['usable_cpus']} usable), CUDA {'yes' if machine['cuda'] else 'no'}, Python {machine['python']}, "
-        f"torch {machine['torch']} with {machine['torch_threads']} threads, headstart {machine['headstart']}; "
-        f"{machine['date']}. Load average (1/5/15 min) at start: {machine['load_average_start']}.",
-        f"Settings: seeds {seeds[0]}..{seeds[-1]}"
-        + (f" (animals: {animal_seeds[0]}..{animal_seeds[-1]})" if "animals" in args.only and animal_seeds != seeds else "")
-        + f"; partial/full/progressive/lora epochs={args.epochs} (maximum; early stopping on a carved-out "
-        f"15% validation split); contrastive at its defaults; auto budget={args.budget}.",
+        f"torch {machine['torch']} with {machine['torch_threads']} threads, headstart {machine['headstart']} "
+        f"(git {machine['git']}); {machine['date']}. Load average (1/5/15 min) at start: "
+        f"{machine['load_average_start']}.",
+        f"Settings: {epochs} (maximum epochs; the strategy decides about early stopping); contrastive at "
+        f"its defaults; auto budget={args.budget}"
+        + (f"; time limit {args.time_limit} (fewer seeds may run than asked)" if args.time_limit else "") + ".",
         f"Embedding cache: ONE folder shared by all runs ({cache}; "
         + ("a fresh temporary folder, empty at start" if temporary and not preexisting
            else "given with --cache-dir, " + ("NOT empty at start: first runs may read old features" if preexisting else "empty at start"))
@@ -483,35 +556,61 @@ def main(argv: Sequence[str] | None = None) -> int:
     ]
     for c in configs:
         header.append(f"- `{c.name}` ({c.backbone}): {c.description}; strategies {', '.join(c.strategies)}; "
-                      f"seeds {', '.join(map(str, c.seeds))}.")
+                      f"seeds asked {', '.join(map(str, c.seeds))}.")
     print("\n".join(header), flush=True)
 
     total_runs = sum(len(c.seeds) * len(c.strategies) for c in configs)
     runs: list[Run] = []
+    skipped: dict[str, list[int]] = {}
+    block_seconds: dict[str, float] = {}  # the longest seed block of each configuration so far
+    limit = args.time_limit_seconds
     try:
-        for config in configs:
-            for seed in config.seeds:
+        for round_index in range(max(len(c.seeds) for c in configs)):
+            for config in configs:
+                if round_index >= len(config.seeds):
+                    continue
+                seed = config.seeds[round_index]
+                elapsed = time.perf_counter() - bench_started
+                if round_index and limit is not None and (config.name in skipped
+                                                          or elapsed + block_seconds[config.name] > limit):
+                    skipped.setdefault(config.name, []).append(seed)
+                    print(f"[{fmt_duration(elapsed)}] {config.name} seed={seed}: skipped (its previous seed took "
+                          f"{block_seconds[config.name]:.0f} s; time limit {args.time_limit})",
+                          file=sys.stderr, flush=True)
+                    continue
+                block_started = time.perf_counter()
                 for strategy in config.strategies:
                     run = run_one(config, strategy, seed, args, cache)
                     runs.append(run)
                     status = (f"acc={run.accuracy:.4f} f1={run.macro_f1:.4f} fit={run.fit_seconds:.1f}s "
                               f"predict={run.predict_seconds:.1f}s"
                               + (f" chose={run.chosen}" if run.chosen else "")) if run.ok else f"FAILED {run.error}"
-                    print(f"[{len(runs)}/{total_runs} {fmt_duration(time.perf_counter() - bench_started)}] "
-                          f"{config.name} {strategy} seed={seed}: {status}", file=sys.stderr, flush=True)
+                    print(f"[{len(runs)}/{total_runs} {fmt_duration(time.perf_counter() - bench_started)} "
+                          f"load {load_average()}] {config.name} {strategy} seed={seed}: {status}",
+                          file=sys.stderr, flush=True)
+                    if args.json is not None:
+                        write_json(args.json, machine, args, configs, runs, skipped, bench_started, complete=False)
+                block_seconds[config.name] = max(block_seconds.get(config.name, 0.0),
+                                                 time.perf_counter() - block_started)
     finally:
         if temporary:
             shutil.rmtree(cache, ignore_errors=True)
 
     total = time.perf_counter() - bench_started
     checks, check_results = goal_checks(configs, runs)
+    seeds_run = []
+    for c in configs:
+        done = sorted({r.seed for r in runs if r.config == c.name})
+        note = f" (asked {len(c.seeds)}; seeds {', '.join(map(str, skipped[c.name]))} skipped by the time limit)" \
+            if c.name in skipped else ""
+        seeds_run.append(f"{c.name}: {len(done)} seed(s) {', '.join(map(str, done))}{note}")
     out = [
         "",
         *table(configs, runs),
         "",
         "Mean ± sample standard deviation over seeds. Accuracy and macro-F1 on the held-out test set, "
         "in percent. Fit = wall time of `TransferClassifier.fit` only (backbone loading, features through "
-        "the shared cache, training), not prediction.",
+        "the shared cache, training), not prediction. Seeds run: " + "; ".join(seeds_run) + ".",
         "",
         "Goal checks (per configuration; 'best' = highest mean accuracy among the non-auto strategies; "
         "the time goal compares auto's mean fit time with the sum of the others' mean fit times):",
@@ -523,17 +622,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ]
     print("\n".join(out), flush=True)
     if args.json is not None:
-        payload = {
-            "machine": machine,
-            "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-            "configs": [{"name": c.name, "backbone": c.backbone, "description": c.description,
-                         "strategies": c.strategies, "seeds": c.seeds, "n_test": len(c.test_x)} for c in configs],
-            "runs": [asdict(r) for r in runs],
-            "goal_checks": check_results,
-            "total_seconds": total,
-            "load_average_end": load_average(),
-        }
-        args.json.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+        write_json(args.json, machine, args, configs, runs, skipped, bench_started, complete=True,
+                   checks=check_results)
         print(f"\nJSON written to {args.json}")
     return 0 if all(r.ok for r in runs) else 1
 

@@ -120,3 +120,11 @@ def test_grid_search_works_with_the_estimator() -> None:
     search.fit(texts, labels)
     assert search.best_params_["C"] in (0.01, 1.0)
     assert search.best_estimator_.predict(texts[:2]).shape == (2,)
+
+
+def test_strategy_params_reach_the_strategy_and_typos_are_refused() -> None:
+    texts, labels = make_texts(6)
+    clf = TransferClassifier(backbone="tiny-bert", strategy="contrastive", strategy_params={"max_pairs": 16})
+    assert clf.fit(texts, labels).strategy_details_["n_pairs"] == 16
+    with pytest.raises(ConfigError, match="max_pair"):
+        TransferClassifier(backbone="tiny-bert", strategy="contrastive", strategy_params={"max_pair": 16}).fit(texts, labels)

@@ -1,7 +1,7 @@
 """Every strategy on the real embedded backbones and real data beats the trivial baseline.
 
 Kept affordable for CI on two CPU cores: few epochs, texts read to 128 tokens, image
-strategies trained on 10 silhouettes per class. The full comparison, with more epochs and
+strategies trained on 6 silhouettes per class (tested on 10 per class). The full comparison, with more epochs and
 seeds, is ``benchmarks/strategies.py``.
 """
 
@@ -53,8 +53,10 @@ def _train(spam: dict, per_class: int) -> tuple[list[str], list[str]]:
 def test_text_strategies_beat_the_trivial_baseline(spam: dict, cache: Path, per_class: int, strategy: str) -> None:
     texts, labels = _train(spam, per_class)
     extra = {"epochs": 3} if strategy not in ("contrastive", "auto") else {}
+    if strategy == "contrastive":
+        extra["strategy_params"] = {"max_pairs": 128}  # the default 640 takes minutes per test on 2 cores
     clf = TransferClassifier(backbone="minilm", strategy=strategy, max_length=128, cache=cache, random_state=0,
-                             budget="3m", **extra).fit(texts, labels)
+                             budget="60s", **extra).fit(texts, labels)
     test_x = [r["text"] for r in spam["test"]]
     test_y = [r["label"] for r in spam["test"]]
     accuracy = clf.score(test_x, test_y)
@@ -71,15 +73,15 @@ def test_image_strategies_beat_the_trivial_baseline(cache: Path, strategy: str) 
     train, test = data.split("train"), data.split("test")
     rng = np.random.default_rng(0)
     pick_train = [i for c in train.classes for i in rng.choice(
-        [j for j, lab in enumerate(train.labels) if lab == c], 10, replace=False)]
+        [j for j, lab in enumerate(train.labels) if lab == c], 6, replace=False)]
     pick_test = [i for c in test.classes for i in rng.choice(
-        [j for j, lab in enumerate(test.labels) if lab == c], 20, replace=False)]
+        [j for j, lab in enumerate(test.labels) if lab == c], 10, replace=False)]
     train, test = train.subset(pick_train), test.subset(pick_test)
-    extra = {"epochs": 2} if strategy != "auto" else {"budget": "90s"}
+    extra = {"epochs": 2} if strategy != "auto" else {"budget": "45s"}
     if strategy == "progressive":
         extra["epochs"] = 1
     clf = TransferClassifier(backbone="efficientnet_lite0", strategy=strategy, cache=cache, random_state=0,
                              **extra).fit(train)
     accuracy = clf.score(test, test.labels)
-    print(f"\nanimal-silhouettes 10/class {strategy}: test accuracy {accuracy:.3f} (trivial 0.100)")
-    assert accuracy > 0.4
+    print(f"\nanimal-silhouettes 6/class {strategy}: test accuracy {accuracy:.3f} (trivial 0.100)")
+    assert accuracy > 0.3  # trivial: 0.1; with 6 images per class and 2 epochs, well above it

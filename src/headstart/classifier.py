@@ -44,6 +44,9 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
             grad_accum, schedule: fine-tuning settings (see ``headstart fit --help``); each
             strategy uses the ones that apply to it, and ``None`` means the strategy's default.
         budget: time budget of the ``auto`` strategy (``"10m"``, ``"90s"``...).
+        strategy_params: any other setting of the chosen strategy, by name (e.g.
+            ``{"max_pairs": 320}`` for ``contrastive``, ``{"stages": 2}`` for ``progressive``);
+            these win over the parameters above.
         cv: cross-validation folds for choosing ``C``.
         class_weight: ``None`` or ``"balanced"``.
         max_length: token limit for text backbones (``None``: the backbone's default).
@@ -88,6 +91,7 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         grad_accum: int | None = None,
         schedule: str | None = None,
         budget: str | float | None = None,
+        strategy_params: dict[str, Any] | None = None,
         class_weight: str | None = None,
         max_length: int | None = None,
         batch_size: int = 32,
@@ -112,6 +116,7 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         self.grad_accum = grad_accum
         self.schedule = schedule
         self.budget = budget
+        self.strategy_params = strategy_params
         self.class_weight = class_weight
         self.max_length = max_length
         self.batch_size = batch_size
@@ -162,8 +167,14 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
                 accepted |= {n for n, p in inspect.signature(cls.__init__).parameters.items()
                              if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
         # batch_size here is the feature-extraction batch; training strategies keep their own.
-        accepted -= {"self", "batch_size"}
-        return {k: v for k, v in self.get_params().items() if k in accepted and v is not None}
+        accepted -= {"self", "batch_size", "strategy_params"}
+        params = {k: v for k, v in self.get_params().items() if k in accepted and v is not None}
+        extra = dict(self.strategy_params or {})
+        unknown = sorted(set(extra) - accepted)
+        if unknown:
+            raise ConfigError(f"strategy_params {unknown} are not settings of the {self.strategy!r} strategy; "
+                              f"it takes: {', '.join(sorted(accepted))}.")
+        return {**params, **extra}
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "head_"):
@@ -219,15 +230,11 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         device = resolve_device(self.device)
         cache = self._cache()
 
-        def embed(ds: Dataset) -> np.ndarray:
-            return extract_features(backbone, ds, cache=cache, batch_size=self.batch_size, device=device,
-                                    progress=progress)
-
         def embed_with(other: Backbone, ds: Dataset) -> np.ndarray:
             return extract_features(other, ds, cache=cache, batch_size=self.batch_size, device=device,
                                     progress=progress)
 
-        context = FitContext(embed=embed, seed=seed, device=device, run_dir=Path(run_dir) if run_dir else None,
+        context = FitContext(embed=lambda ds: embed_with(backbone, ds), seed=seed, device=device, run_dir=Path(run_dir) if run_dir else None,
                              resume=resume, callbacks=callbacks or {}, embed_with=embed_with)
         if progress is not None:
             context.progress = progress

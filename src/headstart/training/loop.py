@@ -198,6 +198,10 @@ def train(
         if state.get("fingerprint") != fingerprint:
             raise ConfigError(f"{run_dir} holds a checkpoint of a different fit (other data or settings); "
                               "resume with the same command, or start a new --out folder.")
+        trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+        if state.get("trainable") is not None and state["trainable"] != trainable:
+            raise ConfigError(f"{run_dir}: the checkpoint trained other parameters than this phase does; "
+                              "it cannot be resumed with these settings.")
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"]["optimizer"])
         scheduler.load_state_dict(saved["optimizer"]["scheduler"])
