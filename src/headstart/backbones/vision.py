@@ -58,7 +58,9 @@ class TimmBackbone(Backbone):
         self.transform = create_transform(**config, is_training=False)
         # timm's own training pipeline for this model's input config (random resized crop, flip,
         # colour jitter), used when fine-tuning with augmentation on.
-        self.train_transform = create_transform(**config, is_training=True)
+        # The crop keeps at least half the image: small datasets rarely afford timm's ImageNet
+        # default (8%), which can cut away what the label is about.
+        self.train_transform = create_transform(**config, is_training=True, scale=(0.5, 1.0))
         preprocessing = {
             "kind": "timm",
             **{k: list(v) if isinstance(v, tuple) else v for k, v in config.items()},

@@ -8,8 +8,9 @@
    - images: ``partial`` (top 2 groups) then ``lora`` (``full`` too on a GPU).
 3. Each candidate's cost is estimated from a timed training step on this machine; candidates
    that do not fit in what is left of ``budget`` are skipped (or run with fewer epochs).
-4. Every candidate is scored on the same validation split; the best wins, and the probe wins
-   ties. Every decision, with its numbers, is recorded in the bundle and printed.
+4. Every candidate is scored on the same validation split; a candidate wins only when it is at
+   least as accurate and has a lower log loss than the best so far, so the probe wins ties and
+   noise. Every decision, with its numbers, is recorded in the bundle and printed.
 """
 
 from __future__ import annotations
@@ -133,8 +134,10 @@ class Auto(Strategy):
                                                                embed_with=context.embed_with))
             scores = _val_scores(fitted, val, context.device)
             decision.update({"ran": True, "seconds": round(time.perf_counter() - t0, 2), **scores})
-            better = (scores["val_accuracy"], -scores["val_log_loss"]) > (best_scores["val_accuracy"],
-                                                                           -best_scores["val_log_loss"])
+            # Validation sets of small data are small and noisy: a candidate replaces the current
+            # best only when it is at least as accurate AND has a lower log loss (it dominates).
+            better = (scores["val_accuracy"] >= best_scores["val_accuracy"]
+                      and scores["val_log_loss"] < best_scores["val_log_loss"])
             decisions.append(decision)
             if better:
                 best, best_scores = fitted, scores

@@ -209,6 +209,14 @@ def train(
         result = TrainResult(**state["result"])
         rng = state["rng"]
 
+    if not resume and val_data is not None:
+        # The starting point (e.g. the linear probe's head) is the first candidate for "best":
+        # an epoch must beat it on validation data, so training never hands back worse.
+        start = evaluate(model, val_data, config.batch_size, device, loss_fn)
+        result.best_score = start[config.monitor] * (-1 if config.monitor == "val_loss" else 1)
+        result.best_epoch = -1
+        best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        result.history.append({"epoch": -1, **start, "lr": 0.0, "improved": True, **(phase or {})})
     py_state = random.getstate()
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         if rng is not None:
