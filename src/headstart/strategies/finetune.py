@@ -176,7 +176,7 @@ class FineTuneStrategy(Strategy):
             if resume_index is not None and index < resume_index:
                 continue  # finished before the interruption; its weights are in the checkpoint
             lr_groups = self.select_trainable(model, groups, phase)
-            on_train_mode = _freeze_bn_hook(model, phase.lrs) if self.params["freeze_bn"] else None
+            on_train_mode = _batchnorm_eval if self.params["freeze_bn"] else None
             config = self.train_config(phase.epochs, backbone.spec.modality, phase.early_stopping and val is not None)
             fingerprint = fit_fingerprint(config, {"strategy": self.name, "params": self.params, "phase": index,
                                                    "data": train.fingerprint(),
@@ -223,19 +223,15 @@ def _apply_freeze(model: ClassifierModel, groups: list[tuple[LayerGroup, list]],
     return out
 
 
-def _freeze_bn_hook(model: ClassifierModel, lrs: dict[str, float]):
+def _batchnorm_eval(model: ClassifierModel) -> None:
     """Keep every BatchNorm layer on its pretrained running statistics (eval mode).
 
     With a few hundred examples and batches of 16, batch statistics are noisy and shift the
     features the head was fitted on; the affine parameters of trainable groups still learn.
     """
-
-    def hook(m: ClassifierModel) -> None:
-        for module in m.modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                module.eval()
-
-    return hook
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.eval()
 
 
 def _checkpoint_phase(context: FitContext) -> int:
