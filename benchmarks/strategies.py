@@ -30,7 +30,8 @@ on. With ``--time-limit`` a configuration's next seed is only started when the t
 previous seed took still fits, so a time-limited run ends with whole seeds (every strategy of
 a configuration over the same seeds) and may have fewer seeds than asked; the report says so.
 With ``--json`` the raw numbers are rewritten after every run (``"complete": false`` until the
-end), so an interrupted benchmark keeps what it measured.
+end), so an interrupted benchmark keeps what it measured; ``--resume THAT.json`` (same settings,
+ideally the same ``--cache-dir``) reuses its finished runs and runs only the missing ones.
 
 At the end it prints a markdown table (rows: configuration × strategy; columns: accuracy,
 macro-F1 and fit seconds, mean ± sample standard deviation over seeds) and checks two goals
@@ -128,6 +129,8 @@ class Run:
     chosen: str | None = None  # auto: the strategy it kept
     details: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    wall_seconds: float = float("nan")  # the whole run: data, fit, prediction, scoring
+    resumed: bool = False  # reused from an earlier, interrupted invocation (--resume)
 
     @property
     def ok(self) -> bool:
@@ -247,6 +250,7 @@ def summarise_details(strategy: str, details: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_one(config: Config, strategy: str, seed: int, args: argparse.Namespace, cache: Path) -> Run:
+    run_started = time.perf_counter()
     train_x, train_y = config.train_for_seed(seed)
     params = strategy_params(strategy, config, args)
     run = Run(config=config.name, strategy=strategy, seed=seed, n_train=len(train_x),
@@ -277,6 +281,7 @@ def run_one(config: Config, strategy: str, seed: int, args: argparse.Namespace, 
         run.error = f"{type(e).__name__}: {e}"
         traceback.print_exc(file=sys.stderr)
     gc.collect()
+    run.wall_seconds = time.perf_counter() - run_started
     return run
 
 
@@ -474,6 +479,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cache-dir", type=Path, default=None,
                         help="the shared embedding cache folder (default: a new temporary folder, deleted at the end)")
     parser.add_argument("--json", type=Path, default=None, help="write the raw per-run numbers here")
+    parser.add_argument("--resume", type=Path, default=None,
+                        help="the --json file of an interrupted benchmark with the same settings: reuse its "
+                             "finished runs, run only the missing ones")
     args = parser.parse_args(argv)
     if args.seeds < 1 or (args.animal_seeds is not None and args.animal_seeds < 1):
         parser.error("--seeds and --animal-seeds must be at least 1")
@@ -491,19 +499,49 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
+RESUME_KEYS = ("epochs", "animal_epochs", "budget", "spam_test_per_class", "animal_test_n")
+
+
+def load_previous(args: argparse.Namespace) -> tuple[dict[tuple[str, str, int], Run], dict[str, Any]]:
+    """Finished runs of an earlier invocation with the same settings, by (config, strategy, seed)."""
+    if args.resume is None:
+        return {}, {}
+    try:
+        payload = json.loads(args.resume.read_text())
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"--resume {args.resume}: cannot read it ({e}).") from e
+    before = payload.get("args", {})
+    differ = [k for k in RESUME_KEYS if before.get(k) != getattr(args, k)]
+    if differ:
+        raise SystemExit(f"--resume {args.resume}: it was measured with other settings ("
+                         + ", ".join(f"{k}={before.get(k)!r} there, {getattr(args, k)!r} here" for k in differ) + ").")
+    names = {f.name for f in Run.__dataclass_fields__.values()}
+    runs = [Run(**{k: v for k, v in r.items() if k in names}) for r in payload.get("runs", [])]
+    previous = {(r.config, r.strategy, r.seed): r for r in runs if r.ok}
+    for r in previous.values():
+        r.resumed = True
+        if math.isnan(r.wall_seconds):  # older files: fit + predict is most of it
+            r.wall_seconds = r.fit_seconds + r.predict_seconds
+    return previous, payload
+
+
 def write_json(path: Path, machine: dict[str, Any], args: argparse.Namespace, configs: list[Config],
                runs: list[Run], skipped: dict[str, list[int]], started: float, *, complete: bool,
-               checks: dict[str, Any] | None = None) -> None:
+               checks: dict[str, Any] | None = None, earlier: dict[str, Any] | None = None) -> None:
+    earlier = earlier or {}
     payload = {
         "complete": complete,
         "machine": machine,
+        "resumed_from": str(args.resume) if args.resume else None,
+        "earlier_elapsed_seconds": earlier.get("elapsed_seconds", 0.0),
+        "earlier_machine": earlier.get("machine"),
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "configs": [{"name": c.name, "backbone": c.backbone, "description": c.description, "epochs": c.epochs,
                      "strategies": c.strategies, "seeds_asked": c.seeds, "seeds_skipped": skipped.get(c.name, []),
                      "n_test": len(c.test_x)} for c in configs],
         "runs": [asdict(r) for r in runs],
         "goal_checks": checks,
-        "elapsed_seconds": time.perf_counter() - started,
+        "elapsed_seconds": earlier.get("elapsed_seconds", 0.0) + time.perf_counter() - started,
         "load_average_now": load_average(),
     }
     tmp = path.with_name(path.name + ".tmp")
@@ -515,6 +553,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     bench_started = time.perf_counter()
     machine = machine_info()
+    previous, earlier = load_previous(args)
+    offset = float(earlier.get("elapsed_seconds", 0.0))  # measured by the interrupted invocation
     seeds = list(range(args.seeds))
     animal_seeds = list(range(args.animal_seeds or args.seeds))
     configs: list[Config] = []
@@ -557,6 +597,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     for c in configs:
         header.append(f"- `{c.name}` ({c.backbone}): {c.description}; strategies {', '.join(c.strategies)}; "
                       f"seeds asked {', '.join(map(str, c.seeds))}.")
+    if args.resume is not None:
+        wanted = {(c.name, s, seed) for c in configs for s in c.strategies for seed in c.seeds}
+        header += ["", f"Resumed from {args.resume}: {len(wanted & set(previous))} finished run(s) of an earlier, "
+                       f"interrupted invocation (started {(earlier.get('machine') or {}).get('date', '?')}, "
+                       f"{offset:.0f} s measured up to its last finished run) are reused, not re-measured."]
     print("\n".join(header), flush=True)
 
     total_runs = sum(len(c.seeds) * len(c.strategies) for c in configs)
@@ -570,7 +615,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if round_index >= len(config.seeds):
                     continue
                 seed = config.seeds[round_index]
-                elapsed = time.perf_counter() - bench_started
+                elapsed = offset + time.perf_counter() - bench_started
                 if round_index and limit is not None and (config.name in skipped
                                                           or elapsed + block_seconds[config.name] > limit):
                     skipped.setdefault(config.name, []).append(seed)
@@ -578,25 +623,35 @@ def main(argv: Sequence[str] | None = None) -> int:
                           f"{block_seconds[config.name]:.0f} s; time limit {args.time_limit})",
                           file=sys.stderr, flush=True)
                     continue
-                block_started = time.perf_counter()
+                block = 0.0
                 for strategy in config.strategies:
+                    if (config.name, strategy, seed) in previous:
+                        run = previous[(config.name, strategy, seed)]
+                        runs.append(run)
+                        block += run.wall_seconds
+                        print(f"[{len(runs)}/{total_runs}] {config.name} {strategy} seed={seed}: reused from "
+                              f"{args.resume} (acc={run.accuracy:.4f} fit={run.fit_seconds:.1f}s)",
+                              file=sys.stderr, flush=True)
+                        continue
                     run = run_one(config, strategy, seed, args, cache)
                     runs.append(run)
+                    block += run.wall_seconds
                     status = (f"acc={run.accuracy:.4f} f1={run.macro_f1:.4f} fit={run.fit_seconds:.1f}s "
                               f"predict={run.predict_seconds:.1f}s"
                               + (f" chose={run.chosen}" if run.chosen else "")) if run.ok else f"FAILED {run.error}"
-                    print(f"[{len(runs)}/{total_runs} {fmt_duration(time.perf_counter() - bench_started)} "
+                    print(f"[{len(runs)}/{total_runs} {fmt_duration(offset + time.perf_counter() - bench_started)} "
                           f"load {load_average()}] {config.name} {strategy} seed={seed}: {status}",
                           file=sys.stderr, flush=True)
                     if args.json is not None:
-                        write_json(args.json, machine, args, configs, runs, skipped, bench_started, complete=False)
-                block_seconds[config.name] = max(block_seconds.get(config.name, 0.0),
-                                                 time.perf_counter() - block_started)
+                        write_json(args.json, machine, args, configs, runs, skipped, bench_started, complete=False,
+                                   earlier=earlier)
+                block_seconds[config.name] = max(block_seconds.get(config.name, 0.0), block)
     finally:
         if temporary:
             shutil.rmtree(cache, ignore_errors=True)
 
-    total = time.perf_counter() - bench_started
+    this = time.perf_counter() - bench_started
+    total = offset + this
     checks, check_results = goal_checks(configs, runs)
     seeds_run = []
     for c in configs:
@@ -618,12 +673,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         *checks,
         "",
         f"Total benchmark time: {fmt_duration(total)} ({total:.0f} s) for {len(runs)} runs "
-        f"({sum(not r.ok for r in runs)} failed). Load average at end: {load_average()}.",
+        f"({sum(not r.ok for r in runs)} failed)"
+        + (f"; of which {fmt_duration(this)} in this invocation and {fmt_duration(offset)} measured by the "
+           f"interrupted one ({sum(r.resumed for r in runs)} runs reused; the time it spent on the run it was "
+           "interrupted in is not counted)" if args.resume else "")
+        + f". Load average at end: {load_average()}.",
     ]
     print("\n".join(out), flush=True)
     if args.json is not None:
         write_json(args.json, machine, args, configs, runs, skipped, bench_started, complete=True,
-                   checks=check_results)
+                   checks=check_results, earlier=earlier)
         print(f"\nJSON written to {args.json}")
     return 0 if all(r.ok for r in runs) else 1
 
