@@ -7,7 +7,7 @@
    - text, more: ``lora`` then ``partial``;
    - images: ``partial`` (top 2 groups) then ``lora`` (``full`` too on a GPU).
 3. Each candidate's cost is estimated from a timed training step on this machine; candidates
-   that do not fit in what is left of ``budget`` are skipped (or run with fewer epochs).
+   that do not fit in what is left of ``budget`` are skipped.
 4. Every candidate is scored on the same validation split; a candidate wins only when it is at
    least as accurate and has a lower log loss than the best so far, so the probe wins ties and
    noise. Every decision, with its numbers, is recorded in the bundle and printed.
@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from headstart.backbones.base import Backbone, move_to
-from headstart.data.dataset import Dataset
+from headstart.data.dataset import Dataset, concat
 from headstart.errors import ConfigError
 from headstart.features import embed_batches
 from headstart.strategies.base import (
@@ -141,6 +141,9 @@ class Auto(Strategy):
             decisions.append(decision)
             if better:
                 best, best_scores = fitted, scores
+        if best.strategy == "linear-probe":
+            # The validation split only served the choice; the cheap winner is refitted on every label.
+            best = STRATEGIES["linear-probe"]().fit(backbone, concat(train, val), None, context)
         for d in decisions:
             d["chosen"] = d["strategy"] == best.strategy and d.get("ran", False)
         details = {"chosen": best.strategy, "decisions": decisions, "budget_seconds": budget,

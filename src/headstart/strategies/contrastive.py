@@ -57,7 +57,7 @@ class Contrastive(Strategy):
         pair_max_length: tokens read per text during pair training.
         lr: encoder learning rate.
         batch_size: pairs per step.
-        epochs: passes over the pairs.
+        pair_epochs: passes over the pairs.
         warmup: fraction of steps warming up.
     """
 
@@ -65,11 +65,11 @@ class Contrastive(Strategy):
     description = "SetFit-style: fine-tune the sentence encoder on same/different-label pairs, then a linear probe."
 
     def __init__(self, n_iterations: int = 20, max_pairs: int = 640, pair_max_length: int = 128, lr: float = 2e-5,
-                 batch_size: int = 16, epochs: int = 1, warmup: float = 0.1) -> None:
-        if min(n_iterations, max_pairs, pair_max_length, batch_size, epochs) < 1:
-            raise ConfigError("n_iterations, max_pairs, pair_max_length, batch_size and epochs must be >= 1.")
+                 batch_size: int = 16, pair_epochs: int = 1, warmup: float = 0.1) -> None:
+        if min(n_iterations, max_pairs, pair_max_length, batch_size, pair_epochs) < 1:
+            raise ConfigError("n_iterations, max_pairs, pair_max_length, batch_size and pair_epochs must be >= 1.")
         super().__init__(n_iterations=n_iterations, max_pairs=max_pairs, pair_max_length=pair_max_length, lr=lr,
-                         batch_size=batch_size, epochs=epochs, warmup=warmup)
+                         batch_size=batch_size, pair_epochs=pair_epochs, warmup=warmup)
 
     def fit(self, backbone: Backbone, train: Dataset, val: Dataset | None, context: FitContext) -> FittedModel:
         if backbone.spec.modality != "text":
@@ -111,7 +111,7 @@ class Contrastive(Strategy):
             q.requires_grad_(True)
         optimizer = torch.optim.AdamW(param_groups([("encoder", named, p["lr"])], 0.01))
         batches = [pairs[i:i + p["batch_size"]] for i in range(0, len(pairs), p["batch_size"])]
-        scheduler = make_scheduler(optimizer, "cosine", len(batches) * p["epochs"], p["warmup"])
+        scheduler = make_scheduler(optimizer, "cosine", len(batches) * p["pair_epochs"], p["warmup"])
         saved_max = backbone.max_length
         backbone.max_length = min(saved_max, p["pair_max_length"])
         losses = []
@@ -119,7 +119,7 @@ class Contrastive(Strategy):
             with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
                 torch.manual_seed(context.seed)
                 backbone.train()
-                for epoch in range(p["epochs"]):
+                for epoch in range(p["pair_epochs"]):
                     for step, batch in enumerate(batches):
                         texts = [items[i] for i, _, _ in batch] + [items[j] for _, j, _ in batch]
                         emb = backbone.forward_features(move_to(backbone.preprocess(texts), device))
