@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 import uuid
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from headstart.atomic import swap_into_place
 from headstart.errors import BundleError
 
 logger = logging.getLogger(__name__)
@@ -134,22 +134,12 @@ def save_bundle(clf: Any, path: str | Path, *, extra: dict[str, Any] | None = No
         manifest["files"] = {WEIGHTS: {"sha256": file_sha256(tmp / WEIGHTS), "bytes": (tmp / WEIGHTS).stat().st_size}}
         manifest["manifest_sha256"] = manifest_digest(json.loads(json.dumps(manifest, default=str)))
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n")
-        _swap_into_place(tmp, out)
+        swap_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     logger.info("bundle written to %s", out)
     return out
-
-
-def _swap_into_place(tmp: Path, out: Path) -> None:
-    old = None
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-        os.replace(out, old)
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def read_manifest(path: str | Path, *, verify: bool = True) -> dict[str, Any]:

@@ -12,7 +12,6 @@ the previous checkpoint or the new one, never half of one.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import uuid
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 
 import torch
 
+from headstart.atomic import swap_into_place
 from headstart.errors import ConfigError
 
 NAME = "checkpoint"
@@ -53,13 +53,7 @@ def save_checkpoint(
             save_file(_contiguous(best_state), str(tmp / "best.safetensors"))
         torch.save(optimizer_state, tmp / "optimizer.pt")
         (tmp / "state.json").write_text(json.dumps(state))
-        old = None
-        if final.exists():
-            old = final.parent / f".{NAME}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(final, old)
-        os.replace(tmp, final)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        swap_into_place(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
