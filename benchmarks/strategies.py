@@ -22,7 +22,7 @@ would: the first run that needs the pretrained features of an item computes them
 later run (other strategies' linear-probe initialisation, other seeds, ``auto``'s floor)
 reads them. The fine-tuning strategies get ``--epochs`` (default 6; ``--animal-epochs`` for
 the images) as their maximum epochs (early stopping may end sooner; ``progressive`` uses it for
-its last stage); ``contrastive`` keeps its own defaults (one pass over at most 640 pairs) and
+its last stage); ``contrastive`` keeps its own defaults (20 steps of in-batch pairs over 16 texts) and
 ``auto`` chooses its own candidates and settings within ``--budget`` (default 10m).
 
 Runs go in rounds: seed 0 of every configuration, then seed 1 of every configuration, and so
@@ -240,8 +240,9 @@ def strategy_params(strategy: str, config: Config, args: argparse.Namespace) -> 
 def summarise_details(strategy: str, details: dict[str, Any]) -> dict[str, Any]:
     """The parts of ``strategy_details_`` worth keeping in the JSON (no weight dumps)."""
     keep = ("chosen", "decisions", "budget_seconds", "examples_per_class", "step_seconds_per_16", "C",
-            "lp_init", "phases", "n_train", "n_val", "early_stopping", "n_pairs", "pair_loss_first",
-            "pair_loss_last")
+            "lp_init", "phases", "n_train", "n_val", "early_stopping", "pairing", "n_pairs", "steps_run",
+            "pair_seconds", "pair_loss_first", "pair_loss_last", "refitted", "refit_seconds", "n_refit",
+            "refit_skipped")
     out = {k: details[k] for k in keep if k in details}
     for phase in out.get("phases", []) or []:
         if isinstance(phase, dict):

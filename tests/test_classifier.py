@@ -124,7 +124,7 @@ def test_grid_search_works_with_the_estimator() -> None:
 
 def test_strategy_params_reach_the_strategy_and_typos_are_refused() -> None:
     texts, labels = make_texts(6)
-    clf = TransferClassifier(backbone="tiny-bert", strategy="contrastive", strategy_params={"max_pairs": 16})
-    assert clf.fit(texts, labels).strategy_details_["n_pairs"] == 16
-    with pytest.raises(ConfigError, match="max_pair"):
-        TransferClassifier(backbone="tiny-bert", strategy="contrastive", strategy_params={"max_pair": 16}).fit(texts, labels)
+    clf = TransferClassifier(backbone="tiny-bert", strategy="contrastive", strategy_params={"steps": 3})
+    assert clf.fit(texts, labels).strategy_details_["steps_run"] == 3
+    with pytest.raises(ConfigError, match="step"):
+        TransferClassifier(backbone="tiny-bert", strategy="contrastive", strategy_params={"step": 3}).fit(texts, labels)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +26,7 @@ from headstart.errors import ConfigError
 from headstart.heads import LinearHead
 from headstart.strategies import FitContext, create_strategy
 from headstart.strategies.auto import parse_budget
+from headstart.strategies.contrastive import in_batch_loss, make_batches
 from headstart.strategies.finetune import decayed_lrs
 from headstart.strategies.lora import Lora, merge_lora
 from headstart.training.checkpoint import has_checkpoint, load_checkpoint
@@ -199,18 +202,80 @@ def test_merge_lora_on_a_conv_net() -> None:
 
 def test_contrastive_is_for_text_and_records_its_pairs() -> None:
     backbone = create_backbone("tiny-bert")
-    fitted = create_strategy("contrastive", max_pairs=64, batch_size=8).fit(backbone, _texts(), None,
-                                                                            _context(backbone))
-    assert fitted.details["n_pairs"] == 64 and fitted.backbone_changed
+    before = {k: v.clone() for k, v in backbone.state_dict().items()}
+    fitted = create_strategy("contrastive", steps=5, batch_size=8).fit(backbone, _texts(), None, _context(backbone))
+    assert fitted.details["pairing"] == "in-batch" and fitted.details["steps_run"] == 5
+    assert fitted.details["n_pairs"] == 5 * 28 and fitted.backbone_changed  # 8 texts -> 28 pairs per step
+    assert _changed(before, fitted.backbone.state_dict())
+    backbone = create_backbone("tiny-bert")
+    sampled = create_strategy("contrastive", pairing="sampled", max_pairs=64, batch_size=8).fit(
+        backbone, _texts(), None, _context(backbone))
+    assert sampled.details["n_pairs"] == 64 and sampled.details["steps_run"] == 8
     with pytest.raises(ConfigError, match="for text"):
         create_strategy("contrastive").fit(create_backbone("tiny-cnn"), _images(), None, _context(backbone))
+    with pytest.raises(ConfigError, match="pairing"):
+        create_strategy("contrastive", pairing="triplets")
+
+
+def test_in_batch_pairs_are_stratified_and_use_every_example() -> None:
+    labels = [c for c in "abcdef" for _ in range(5)]  # 6 classes of 5
+    batches = make_batches(labels, batch_size=8, steps=30, seed=0)
+    assert all(len(b) == len(set(b)) == 8 for b in batches)
+    for b in batches:  # 4 classes of 2: every batch holds positive and negative pairs
+        assert sorted(Counter(labels[i] for i in b).values()) == [2, 2, 2, 2]
+    assert {i for b in batches[:8] for i in b} == set(range(30))  # rounds: everything before repeats
+    assert make_batches(labels, 8, 30, seed=0) == batches and make_batches(labels, 8, 30, seed=1) != batches
+    assert all(len(b) == 3 for b in make_batches(["x"] * 3, 8, 2, seed=0))  # one small class: no endless loop
+    same, apart = torch.tensor([[1.0, 0.0], [2.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 0, 1])
+    assert float(in_batch_loss(same, apart)) == pytest.approx(0.0, abs=1e-6)
+    # labels 0,1,1: the negatives (0,1) cos 1 and (0,2) cos 0 average 0.5; the positive (1,2) cos 0 costs 1
+    assert float(in_batch_loss(same, torch.tensor([0, 1, 1]))) == pytest.approx(0.75)
+
+
+def test_training_stops_at_the_deadline() -> None:
+    backbone = create_backbone("tiny-cnn")
+    data = _images(4)
+    model = ClassifierModel(backbone, LinearHead(backbone.spec.feature_dim, 2))
+    examples = Examples(list(data.items), list(data.locators), torch.tensor([0, 1] * 4))
+    result = train(model, [("all", list(model.named_parameters()), 1e-3)], examples, None,
+                   TrainConfig(epochs=5, batch_size=4, augment=False), seed=0, device=torch.device("cpu"),
+                   n_classes=2, deadline=time.monotonic())
+    assert result.epochs_run == 1 and result.stopped_for_time
+    text_backbone = create_backbone("tiny-bert")
+    context = _context(text_backbone)
+    context.deadline = time.monotonic()
+    fitted = create_strategy("contrastive", steps=50).fit(text_backbone, _texts(), None, context)
+    assert fitted.details["steps_run"] == 0 and fitted.details["steps_planned"] == 50
+
+
+def test_auto_keeps_the_floor_without_a_validation_split() -> None:
+    texts, labels = make_texts(6)  # under 10 per class: nothing to validate a choice on
+    details = TransferClassifier(backbone="tiny-bert", strategy="auto", cache=False, budget="5m").fit(
+        texts, labels).strategy_details_
+    assert details["chosen"] == "linear-probe" and details["n_val"] == 0
+    assert "no validation split" in details["decisions"][0]["by_rule"]
+    assert details["decisions"][0]["n_train"] == 12 and details["decisions"][0]["chosen"]
+    skipped = details["decisions"][1:]
+    assert skipped and all(not d["ran"] and "--strategy" in d["skipped"] for d in skipped)
+
+
+def test_auto_judges_fixed_recipes_on_held_out_data_and_refits_the_winner() -> None:
+    data = _images(14)
+    clf = TransferClassifier(backbone="tiny-cnn", strategy="auto", cache=False, budget="5m")
+    details = clf.fit(list(data.items), list(data.labels)).strategy_details_
+    partial = next(d for d in details["decisions"] if d["strategy"] == "partial")
+    assert partial["ran"] and partial["n_train"] + details["n_val"] == 28 and details["n_val"] >= 2
+    assert details["refitted"] and details["n_refit"] == 28
+    assert details["chosen_details"]["n_train"] == 28
+    if details["chosen"] == "partial":  # a fixed recipe: the held-out split only judged
+        assert details["chosen_details"]["early_stopping"] is False
 
 
 def test_auto_records_its_decisions_and_respects_the_budget() -> None:
     texts, labels = make_texts(12)
-    clf = TransferClassifier(backbone="tiny-bert", strategy="auto", budget="0.5s", cache=False).fit(texts, labels)
+    clf = TransferClassifier(backbone="tiny-bert", strategy="auto", budget="0.01s", cache=False).fit(texts, labels)
     details = clf.strategy_details_
-    assert details["chosen"] == "linear-probe"  # nothing else fits in half a second
+    assert details["chosen"] == "linear-probe"  # nothing else fits in 10 ms
     assert details["decisions"][0]["strategy"] == "linear-probe" and details["decisions"][0]["chosen"]
     assert all(not d["ran"] and "budget" in d["skipped"] for d in details["decisions"][1:])
     generous = TransferClassifier(backbone="tiny-bert", strategy="auto", budget="5m", cache=False).fit(texts, labels)

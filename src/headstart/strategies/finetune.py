@@ -9,6 +9,7 @@ parameters train in which phase, at which learning rate (:meth:`FineTuneStrategy
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -61,12 +62,14 @@ def carve_validation(train: Dataset, val: Dataset | None, fraction: float, seed:
                      min_per_class: int = 0) -> tuple[Dataset, Dataset | None]:
     """Use the given validation split, or hold out a stratified ``fraction`` of training data.
 
-    Returns no validation split when the smallest class has fewer than ``min_per_class``
+    Returns no validation split when ``fraction`` is 0 or when the smallest class has fewer than ``min_per_class``
     examples: a validation set of one or two items per class decides nothing and costs a
     sizeable share of the training data.
     """
     if val is not None and len(val):
         return train, val
+    if fraction <= 0:
+        return train, None
     if min(train.class_counts().values()) < min_per_class:
         logger.info("no validation split and under %d examples in a class: training on all of them, "
                     "without early stopping", min_per_class)
@@ -98,7 +101,7 @@ class FineTuneStrategy(Strategy):
         class_weight: ``None`` or ``"balanced"``.
         augment: training-time augmentation; ``None``: on for images, off for text.
         val_fraction: share of training data held out for early stopping when there is no
-            validation split.
+            validation split (0: none held out, every epoch runs).
         freeze_bn: keep BatchNorm layers in eval mode (pretrained running statistics; their
             scale and shift still train in trainable groups).
         mixed_precision: ``auto`` (bf16/fp16 on GPUs), ``no``, ``fp16``, ``bf16``.
@@ -126,6 +129,8 @@ class FineTuneStrategy(Strategy):
     ) -> None:
         if lr is not None and not lr > 0:
             raise ConfigError(f"lr={lr}; it must be positive.")
+        if not 0 <= val_fraction < 1:
+            raise ConfigError(f"val_fraction={val_fraction}; it must be in [0, 1).")
         if not 0 < layer_decay <= 1:
             raise ConfigError(f"layer_decay={layer_decay}; it must be in (0, 1].")
         super().__init__(epochs=epochs, lr=lr, layer_decay=layer_decay, batch_size=batch_size, grad_accum=grad_accum,
@@ -175,6 +180,10 @@ class FineTuneStrategy(Strategy):
         for index, phase in enumerate(self.phases(backbone)):
             if resume_index is not None and index < resume_index:
                 continue  # finished before the interruption; its weights are in the checkpoint
+            if history and context.deadline is not None and time.monotonic() > context.deadline:
+                logger.info("time budget: skipping phase %s and later ones", phase.name)
+                history.append({"phase": phase.name, "skipped": "time budget reached"})
+                break
             lr_groups = self.select_trainable(model, groups, phase)
             on_train_mode = _batchnorm_eval if self.params["freeze_bn"] else None
             config = self.train_config(phase.epochs, backbone.spec.modality, phase.early_stopping and val is not None)
@@ -186,6 +195,7 @@ class FineTuneStrategy(Strategy):
                 n_classes=len(classes), run_dir=context.run_dir,
                 resume=resume and resume_index == index, phase={"phase": index, "phase_name": phase.name},
                 fingerprint=fingerprint, callbacks=context.callbacks, on_train_mode=on_train_mode,
+                deadline=context.deadline,
             )
             history.append({"phase": phase.name, "lrs": phase.lrs, **asdict(result)})
         for p in model.parameters():

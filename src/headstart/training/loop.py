@@ -12,8 +12,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import math
 import random
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,6 +29,8 @@ from headstart.errors import ConfigError
 from headstart.training import checkpoint as ckpt
 from headstart.training.losses import class_weights, make_loss
 from headstart.training.optim import make_scheduler, param_groups
+
+logger = logging.getLogger(__name__)
 
 Callbacks = dict[str, list[Callable[[dict[str, Any]], None]]]
 MONITORS = ("val_loss", "val_accuracy")
@@ -104,6 +108,7 @@ class TrainResult:
     best_epoch: int = -1
     best_score: float | None = None
     stopped_early: bool = False
+    stopped_for_time: bool = False
     epochs_run: int = 0
 
 
@@ -157,6 +162,7 @@ def train(
     fingerprint: str = "",
     callbacks: Callbacks | None = None,
     on_train_mode: Callable[[ClassifierModel], None] | None = None,
+    deadline: float | None = None,
 ) -> TrainResult:
     """Train ``model`` in place; on return it holds the best weights seen on ``val_data``.
 
@@ -177,6 +183,8 @@ def train(
         callbacks: ``{"on_epoch_end": [fn], "on_batch_end": [fn], ...}``.
         on_train_mode: called after ``model.train()`` each epoch (e.g. to keep frozen BatchNorm
             layers in eval mode).
+        deadline: a ``time.monotonic()`` instant: no epoch starts that would, at the pace of the
+            last one, end after it (the best weights so far are kept).
     """
     from accelerate import Accelerator
 
@@ -226,6 +234,7 @@ def train(
             random.seed(seed)
         try:
             for epoch in range(result.epochs_run, 0 if result.stopped_early else config.epochs):
+                epoch_started = time.monotonic()
                 _run_epoch(wrapped, model, optimizer, scheduler, loss_fn, accelerator, train_data, config,
                            seed, epoch, callbacks, on_train_mode)
                 if val_data is not None:
@@ -242,6 +251,10 @@ def train(
                 result.epochs_run = epoch + 1
                 bad = epoch - result.best_epoch
                 result.stopped_early = bad >= config.patience and epoch + 1 < config.epochs
+                if (deadline is not None and not result.stopped_early and epoch + 1 < config.epochs
+                        and time.monotonic() + (time.monotonic() - epoch_started) > deadline):
+                    result.stopped_early = result.stopped_for_time = True
+                    logger.info("time budget: stopping after epoch %d of %d", epoch + 1, config.epochs)
                 if run_dir is not None and accelerator.is_main_process:
                     ckpt.save_checkpoint(
                         run_dir, model_state=model.state_dict(), best_state=best_state,
