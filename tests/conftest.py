@@ -20,6 +20,11 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytes
     cache = tmp_path_factory.mktemp("cache")
     monkeypatch.setenv("HEADSTART_CACHE", str(cache))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # No MLflow store in the working directory: tracking is off, and points at a per-test store
+    # for a test that turns it on (monkeypatch.delenv("HEADSTART_NO_TRACK")).
+    store = tmp_path_factory.mktemp("mlruns") / "mlruns.db"
+    monkeypatch.setenv("HEADSTART_TRACKING_URI", f"sqlite:///{store}")
+    monkeypatch.setenv("HEADSTART_NO_TRACK", "1")
     return cache
 
 

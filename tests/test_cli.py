@@ -12,10 +12,17 @@ import pandas as pd
 import pytest
 
 from conftest import make_texts
+from headstart import load
 from headstart.cli.app import run
 
 
+# The baselines and learning curve are tested on their own; most CLI tests skip them for speed.
+QUICK = ("--no-compare", "--no-learning-curve")
+
+
 def _run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    if args and args[0] == "fit" and "--compare" not in args:
+        args = (*args, *QUICK)
     code = run([str(a) for a in args])
     out, err = capsys.readouterr()
     return code, out, err
@@ -49,8 +56,35 @@ def test_fit_text_table_prints_metrics_and_writes_a_bundle(text_table: Path, tmp
     manifest = json.loads((out_dir / "headstart.json").read_text())
     assert manifest["seed"] == 3 and manifest["command"].startswith("headstart fit")
     assert manifest["data"]["split_counts"] == {"train": 28, "val": 4, "test": 8}
-    assert "features" in err  # progress went to stderr, not stdout
-    assert "features" not in out
+    assert "features ·" in err  # progress went to stderr, not stdout
+    assert "features ·" not in out
+    assert manifest["report"]["verdict"] is None and not (out_dir / "report.html").exists()
+
+
+def test_fit_proves_itself_writes_the_report_and_tracks_the_run(text_table: Path, tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str],
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HEADSTART_NO_TRACK")
+    out_dir = tmp_path / "proved"
+    code, out, err = _run(capsys, "fit", text_table, "--backbone", "tiny-bert", "--out", out_dir, "--compare",
+                          "--scratch-budget", "5", "--report", "--slice-col", "source")
+    assert code == 0, err
+    assert "transfer vs baselines" in out and "verdict:" in out and "tracked" in out
+    evidence = json.loads((out_dir / "headstart.json").read_text())["report"]
+    assert [r["kind"] for r in evidence["comparison"]] == ["transfer", "trivial", "classic", "random-features",
+                                                           "scratch"]
+    assert evidence["verdict"]["label"] in ("transfer helps", "no significant difference", "negative transfer")
+    html = (out_dir / "report.html").read_text()
+    assert 'id="verdict"' in html and 'id="learning-curve"' in html
+    assert load(out_dir).predict(["spam spam"]).shape == (1,)  # the attachment does not disturb the bundle
+    code, out, _ = _run(capsys, "runs", "--json")
+    rows = json.loads(out)
+    assert code == 0 and len(rows) == 1 and rows[0]["strategy"] == "linear-probe"
+    assert rows[0]["verdict"] == evidence["verdict"]["label"]
+    (out_dir / "report.html").unlink()
+    code, out, _ = _run(capsys, "report", out_dir, "--json")
+    assert code == 0 and json.loads(out)["report_html"] == str(out_dir / "report.html")
+    assert (out_dir / "report.html").read_text() == html  # the same evidence renders the same page
 
 
 def test_fit_json_output(text_table: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

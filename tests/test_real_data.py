@@ -121,6 +121,12 @@ def test_readme_demo_fit_predict_evaluate_on_the_shipped_example(
     assert code == 0
     assert result["backbone"]["name"] == "efficientnet_lite0"
     assert result["metrics"]["test"]["n"] == 200 and result["metrics"]["test"]["accuracy"] > 0.7
+    # Pretrained ImageNet features on silhouettes at 20 per class: transfer clearly helps.
+    verdict = result["verdict"]
+    print(f"\nREADME demo verdict: {verdict['label']} {verdict['difference']:+.3f} vs {verdict['baseline']['name']} "
+          f"CI {verdict['ci']}; " + "; ".join(f"{r['kind']} {r['accuracy']:.3f} ({r['fit_seconds']:.0f}s)"
+                                               for r in result["comparison"]))
+    assert verdict["label"] == "transfer helps", verdict
 
     code = run(["predict", str(out), str(data / "test" / "class_3"), "--json", "-q", "--cache-dir", str(shared_cache)])
     preds = json.loads(capsys.readouterr().out)["predictions"]
@@ -134,3 +140,20 @@ def test_readme_demo_fit_predict_evaluate_on_the_shipped_example(
     loaded = load(out)
     assert loaded.predict([data / "test" / "class_3" / p for p in sorted(
         x.name for x in (data / "test" / "class_3").iterdir())][:1])[0] == preds[0]["label"]
+
+
+def test_shuffled_labels_are_never_called_transfer_helps(shared_cache: Path) -> None:
+    """The control: silhouettes with their labels permuted. Nothing is learnable, so pretrained
+    features cannot honestly 'help', whatever the probe's luck on the test split."""
+    from headstart.data import assign_splits
+    from headstart.evaluation.proof import prove
+
+    data = load_data(_need(EXAMPLES / "animal-silhouettes"))
+    shuffled = list(np.random.default_rng(0).permutation(data.labels))
+    control = from_memory([Path(p) for p in data.items], shuffled)
+    control = assign_splits(control, val_fraction=0.0, test_fraction=0.5, seed=0)
+    clf = TransferClassifier(backbone="efficientnet_lite0", cache=shared_cache, random_state=0).fit(control)
+    report = prove(clf, control, scratch_budget=0, learning_curve=False)
+    print(f"\nshuffled labels: {report['verdict']['label']}, transfer {report['verdict']['transfer']:.3f} vs "
+          f"{report['verdict']['baseline']['name']} {report['verdict']['baseline']['value']:.3f}")
+    assert report["verdict"]["label"] != "transfer helps", report["verdict"]

@@ -112,10 +112,14 @@ def check_destination(path: str | Path, *, resuming: bool = False) -> Path:
     return out
 
 
-def save_bundle(clf: Any, path: str | Path, *, extra: dict[str, Any] | None = None) -> Path:
+def save_bundle(clf: Any, path: str | Path, *, extra: dict[str, Any] | None = None,
+                attachments: dict[str, str] | None = None) -> Path:
     """Write a fitted classifier to ``path`` atomically.
 
     An existing bundle at ``path`` is replaced; any other non-empty folder is refused.
+    ``attachments`` (file name -> text, e.g. ``report.html``) are written into the same folder
+    in the same atomic step; they are views derived from the manifest, not model data, so they
+    are not part of the verified file list.
     """
     from safetensors.torch import save_file
 
@@ -134,6 +138,10 @@ def save_bundle(clf: Any, path: str | Path, *, extra: dict[str, Any] | None = No
         manifest["files"] = {WEIGHTS: {"sha256": file_sha256(tmp / WEIGHTS), "bytes": (tmp / WEIGHTS).stat().st_size}}
         manifest["manifest_sha256"] = manifest_digest(json.loads(json.dumps(manifest, default=str)))
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+        for name, text in (attachments or {}).items():
+            if Path(name).name != name or not name.endswith(ALLOWED_SUFFIXES) or name in (MANIFEST, WEIGHTS):
+                raise BundleError(f"cannot attach {name!r} to a bundle: a plain .html/.svg/.png/.json name is needed.")
+            (tmp / name).write_text(text, encoding="utf-8")
         swap_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -300,12 +300,17 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
             metrics["slices"] = slice_metrics(labels, proba, list(self.classes_), data.slices)
         return metrics
 
-    def save(self, path: str | Path, *, extra: dict[str, Any] | None = None) -> Path:
-        """Write the fitted model as a bundle folder (atomically); see :func:`headstart.load`."""
+    def save(self, path: str | Path, *, extra: dict[str, Any] | None = None,
+             attachments: dict[str, str] | None = None) -> Path:
+        """Write the fitted model as a bundle folder (atomically); see :func:`headstart.load`.
+
+        ``extra`` goes into the manifest; ``attachments`` (name -> text, e.g. ``report.html``)
+        are written beside it in the same atomic step.
+        """
         from headstart.bundle import save_bundle
 
         self._check_fitted()
-        return save_bundle(self, path, extra=extra)
+        return save_bundle(self, path, extra=extra, attachments=attachments)
 
     def _set_fitted(self, backbone: Backbone, head: LinearHead, classes: list[Any], manifest: dict[str, Any]) -> None:
         """Restore learned state from a bundle (used by :func:`headstart.load`)."""

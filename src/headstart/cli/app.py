@@ -152,8 +152,16 @@ def fit(
     quiet: Quiet = False,
     json_: Json = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="More diagnostics on stderr.")] = False,
+    compare: Annotated[bool, typer.Option("--compare/--no-compare", help="Train the baselines (trivial, classic, same network with random weights, from scratch) and state whether transfer helps.")] = True,
+    learning_curve: Annotated[bool, typer.Option("--learning-curve/--no-learning-curve", help="Accuracy at 10/25/50/100% of the labels, transfer vs no pretraining.")] = True,
+    scratch_budget: Annotated[float | None, typer.Option(min=0.0, help="Seconds for the from-scratch network (default: the fit's own time, at least 60; 0 skips it).")] = None,
+    seeds: Annotated[int, typer.Option(min=1, help="Refit transfer and baselines with this many seeds and report the spread.")] = 1,
+    report: Annotated[bool, typer.Option("--report", help="Also write report.html into the bundle folder.")] = False,
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI (default: $HEADSTART_TRACKING_URI or sqlite:///mlruns.db here).")] = None,
+    no_track: Annotated[bool, typer.Option("--no-track", help="Do not record the run in MLflow.")] = False,
 ) -> None:
-    """Fit a classifier on labeled data, evaluate it on a held-out split and write a bundle."""
+    """Fit a classifier on labeled data, evaluate it on a held-out split, prove it against baselines
+    and write a bundle."""
     from headstart.bundle import check_destination
     from headstart.classifier import TransferClassifier
     from headstart.data import assign_splits, load_data
@@ -179,13 +187,26 @@ def fit(
     clf.fit(dataset, progress=progress, run_dir=out, resume=resume is not None, callbacks=callbacks)
     if not _is_main_process():
         return  # under `accelerate launch`, one process writes the bundle and reports
+    from headstart.evaluation.proof import prove
+
     loader = {"text_col": text_col, "image_col": image_col, "label_col": label_col, "split_col": split_col,
               "slice_cols": slice_col or []}
-    argv = (ctx.obj or {}).get("argv", sys.argv[1:])
-    clf.save(out, extra={"command": shlex.join(["headstart", *argv]), "loader": loader})
+    command = shlex.join(["headstart", *(ctx.obj or {}).get("argv", sys.argv[1:])])
+    step = (lambda _msg: None) if quiet else (lambda msg: render.stderr.print(f"[dim]· {msg}[/]", highlight=False))
+    evidence = prove(clf, dataset, compare=compare, learning_curve=learning_curve, scratch_budget=scratch_budget,
+                     seeds=seeds, command=command, step=step)
+    attachments = {}
+    if report:
+        from headstart.report import render_html
+
+        attachments["report.html"] = render_html(evidence)
+    clf.save(out, extra={"command": command, "loader": loader, "report": evidence}, attachments=attachments)
     result = {"bundle": str(out), "data": clf.fit_info_["data"], "backbone": clf.backbone_.spec.to_dict(),
               "strategy": clf.strategy_details_, "metrics": clf.metrics_, "seed": seed,
-              "fit_seconds": clf.fit_info_["fit_seconds"]}
+              "fit_seconds": clf.fit_info_["fit_seconds"], "verdict": evidence["verdict"],
+              "comparison": evidence["comparison"],
+              "report_html": str(out / "report.html") if report else None,
+              "tracking": _track(out, tracking_uri, no_track, quiet)}
     if json_:
         render.print_json(result)
         return
@@ -210,7 +231,82 @@ def _print_fit_summary(result: dict[str, Any]) -> None:
         render.metrics_tables(result["metrics"]["test"], "held-out test split")
     else:
         render.stdout.print("no test split: nothing held out to evaluate on (use --test-fraction or a test split).")
+    if result.get("comparison") and len(result["comparison"]) > 1:
+        render.comparison_table(result["comparison"], result.get("verdict"))
     render.stdout.print(f"[bold]bundle[/]    {result['bundle']}")
+    if result.get("report_html"):
+        render.stdout.print(f"[bold]report[/]    {result['report_html']}")
+    if result.get("tracking"):
+        t = result["tracking"]
+        render.stdout.print(f"[bold]tracked[/]   MLflow run {t['run_id']} in {t['uri']}", highlight=False)
+
+
+def _track(bundle: Path, tracking_uri: str | None, no_track: bool, quiet: bool) -> dict[str, str] | None:
+    """Record the fit in MLflow unless switched off (``--no-track`` or ``HEADSTART_NO_TRACK=1``)."""
+    import os
+
+    if no_track or os.environ.get("HEADSTART_NO_TRACK", "").strip() not in ("", "0"):
+        return None
+    from headstart.bundle import read_manifest
+    from headstart.tracking import resolve_tracking_uri, track_fit
+
+    uri = resolve_tracking_uri(tracking_uri)
+    html = bundle / "report.html"
+    run_id = track_fit(read_manifest(bundle), bundle_dir=bundle, report_path=html if html.is_file() else None,
+                       tracking_uri=uri)
+    return {"run_id": run_id, "uri": uri}
+
+
+# --------------------------------------------------------------------- report
+@app.command("report")
+def report_cmd(
+    bundle: Annotated[Path, typer.Argument(help="A bundle folder written by `headstart fit`.")],
+    out: Annotated[Path | None, typer.Option(help="Where to write the page (default: BUNDLE/report.html).")] = None,
+    json_: Json = False,
+) -> None:
+    """Write the fit's evidence as one self-contained report.html (verdict, baselines, metrics, plots)."""
+    from headstart.bundle import read_manifest
+    from headstart.errors import BundleError
+    from headstart.report import write_report
+
+    manifest = read_manifest(bundle)
+    evidence = manifest.get("report")
+    if not evidence:
+        raise BundleError(f"{bundle} holds no evidence to report (it was written by an older headstart, or "
+                          "saved from Python without it); refit it with `headstart fit`.")
+    path = write_report(evidence, out or bundle / "report.html")
+    if json_:
+        render.print_json({"report_html": str(path), "verdict": evidence.get("verdict")})
+        return
+    render.stdout.print(f"[bold]report[/]  {path}", highlight=False)
+
+
+# ----------------------------------------------------------------------- runs
+@app.command()
+def runs(
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI (default: $HEADSTART_TRACKING_URI or sqlite:///mlruns.db here).")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="How many runs, newest first.")] = 20,
+    json_: Json = False,
+) -> None:
+    """List the fits recorded in the MLflow store, newest first."""
+    from headstart.tracking import list_runs, resolve_tracking_uri
+
+    uri = resolve_tracking_uri(tracking_uri)
+    rows = list_runs(uri, limit=limit)
+    if json_:
+        render.print_json(rows)
+        return
+    if not rows:
+        render.stdout.print(f"no runs recorded in {uri} yet: `headstart fit` records one per fit.", highlight=False)
+        return
+    table = Table(title=f"runs in {uri}", title_justify="left")
+    for col in ("started", "backbone", "strategy", "test acc", "macro f1", "verdict", "bundle"):
+        table.add_column(col, justify="right" if col in ("test acc", "macro f1") else "left")
+    for r in rows:
+        table.add_row(str(r.get("start_time", ""))[:19], str(r.get("backbone") or ""), str(r.get("strategy") or ""),
+                      render.fmt(r.get("test_accuracy"), 3), render.fmt(r.get("test_macro_f1"), 3),
+                      str(r.get("verdict") or ""), str(r.get("bundle") or ""))
+    render.stdout.print(table)
 
 
 # -------------------------------------------------------------------- predict

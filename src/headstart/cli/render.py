@@ -134,3 +134,26 @@ def auto_decisions(details: dict[str, Any]) -> None:
         how = {"head": "its head refitted on every label (encoder as validated)",
                True: f"refitted on all {details.get('n_refit')} labels"}.get(refit, details.get("refit_skipped", ""))
         stdout.print(f"judged on {n_val} held-out examples; the winner was {how}.", highlight=False)
+
+
+VERDICT_STYLE = {"transfer helps": "bold green", "no significant difference": "bold yellow",
+                 "negative transfer": "bold red"}
+
+
+def comparison_table(rows: list[dict[str, Any]], verdict: dict[str, Any] | None) -> None:
+    """Transfer against every baseline on the test split, then the verdict with its evidence."""
+    table = Table(title="transfer vs baselines (same labels, same test items)", title_justify="left")
+    for col in ("model", "accuracy", "macro f1", "log loss", "ECE", "fit s", "note"):
+        table.add_column(col, justify="left" if col in ("model", "note") else "right")
+    for r in rows:
+        name = f"[bold]{r['name']}[/]" if r["kind"] == "transfer" else r["name"]
+        table.add_row(name, fmt(r.get("accuracy"), 3), fmt(r.get("macro_f1"), 3), fmt(r.get("log_loss"), 3),
+                      fmt(r.get("ece"), 3), fmt(r.get("fit_seconds"), 1), r.get("note", ""))
+    stdout.print(table)
+    if verdict:
+        style = VERDICT_STYLE.get(verdict["label"], "bold")
+        lo, hi = verdict["ci"]
+        stdout.print(f"[{style}]verdict: {verdict['label']}[/]  {verdict['difference'] * 100:+.1f} points vs "
+                     f"{verdict['baseline']['name']} ({verdict['ci_level']:.0%} CI {lo * 100:+.1f} to {hi * 100:+.1f})",
+                     highlight=False)
+        stdout.print(verdict["explanation"], highlight=False)

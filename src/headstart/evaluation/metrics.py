@@ -23,8 +23,8 @@ def check_known_labels(y_true: Sequence[Any], classes: Sequence[Any], where: str
 
 
 def classification_metrics(y_true: Sequence[Any], proba: np.ndarray, classes: Sequence[Any]) -> dict[str, Any]:
-    """Accuracy, balanced accuracy, macro-F1, ROC-AUC (one-vs-rest), log loss, per-class table
-    and confusion matrix.
+    """Accuracy, balanced accuracy, macro-F1, ROC-AUC (one-vs-rest), log loss, expected
+    calibration error (with its reliability bins), per-class table and confusion matrix.
 
     Args:
         y_true: true labels (each one of ``classes``).
@@ -68,6 +68,7 @@ def classification_metrics(y_true: Sequence[Any], proba: np.ndarray, classes: Se
         {"label": c, "precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
         for c, p, r, f, s in zip(classes, precision, recall, f1, support)
     ]
+    out["ece"], out["calibration"] = calibration(y, proba)
     out["confusion_matrix"] = {
         "labels": classes,
         "matrix": skm.confusion_matrix(y, pred, labels=labels).tolist(),
@@ -77,29 +78,66 @@ def classification_metrics(y_true: Sequence[Any], proba: np.ndarray, classes: Se
     return out
 
 
+def calibration(y: np.ndarray, proba: np.ndarray, n_bins: int = 10) -> tuple[float, dict[str, Any]]:
+    """Expected calibration error of the top-class confidence, and the reliability-diagram bins.
+
+    ECE = sum over equal-width confidence bins of (bin share) * |accuracy - mean confidence|
+    (Guo et al. 2017). ``y`` holds class indices; bins are closed on the right, the first also
+    on the left.
+    """
+    confidence = proba.max(axis=1)
+    correct = proba.argmax(axis=1) == y
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    index = np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, n_bins - 1)
+    bins, ece = [], 0.0
+    for b in range(n_bins):
+        mask = index == b
+        count = int(mask.sum())
+        conf = float(confidence[mask].mean()) if count else None
+        acc = float(correct[mask].mean()) if count else None
+        if count:
+            ece += count / max(1, len(y)) * abs(acc - conf)
+        bins.append({"lo": float(edges[b]), "hi": float(edges[b + 1]), "confidence": conf, "accuracy": acc,
+                     "count": count})
+    return float(ece), {"bins": bins}
+
+
 def slice_metrics(
     y_true: Sequence[Any], proba: np.ndarray, classes: Sequence[Any], slices: dict[str, Sequence[Any]]
 ) -> dict[str, list[dict[str, Any]]]:
-    """Accuracy and macro-F1 per value of each slice column, worst accuracy first."""
+    """Accuracy and macro-F1 per value of each slice column, worst accuracy first.
+
+    A slice is ``flagged`` when its accuracy sits more than two binomial standard errors (at the
+    overall accuracy and the slice's size) and at least 5 points below the overall accuracy, with
+    5 or more items: a gap that size is unlikely to be noise. It is the bias check: a model can
+    inherit blind spots from its pretraining data.
+    """
     from sklearn import metrics as skm
 
     classes = list(classes)
     y = np.array([classes.index(v) for v in y_true])
     pred = proba.argmax(axis=1)
+    overall = float((pred == y).mean()) if len(y) else 0.0
     out: dict[str, list[dict[str, Any]]] = {}
     for column, values in slices.items():
         values = np.array([str(v) for v in values])
         rows = []
         for value in sorted(set(values)):
             mask = values == value
+            n = int(mask.sum())
+            accuracy = float((pred[mask] == y[mask]).mean())
+            gap = overall - accuracy
+            noise = 2 * np.sqrt(max(overall * (1 - overall), 1e-12) / n)
             rows.append({
                 "value": value,
-                "n": int(mask.sum()),
-                "accuracy": float((pred[mask] == y[mask]).mean()),
+                "n": n,
+                "accuracy": accuracy,
                 "macro_f1": float(skm.f1_score(y[mask], pred[mask], average="macro", zero_division=0)),
+                "gap": gap,
+                "flagged": bool(n >= 5 and gap >= 0.05 and gap > noise),
             })
         out[column] = sorted(rows, key=lambda r: (r["accuracy"], -r["n"]))
     return out
 
 
-SUMMARY_KEYS = ("accuracy", "balanced_accuracy", "macro_f1", "roc_auc", "log_loss")
+SUMMARY_KEYS = ("accuracy", "balanced_accuracy", "macro_f1", "roc_auc", "log_loss", "ece")
