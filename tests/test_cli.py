@@ -15,7 +15,6 @@ from conftest import make_texts
 from headstart import load
 from headstart.cli.app import run
 
-
 # The baselines and learning curve are tested on their own; most CLI tests skip them for speed.
 QUICK = ("--no-compare", "--no-learning-curve")
 

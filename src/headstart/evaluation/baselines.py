@@ -79,7 +79,7 @@ def classic(train: Dataset, test: Dataset, classes: list[Any], seed: int = 0) ->
 
         vectorizer = TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2), min_df=1, max_features=200_000)
         x_train = vectorizer.fit_transform([str(t) for t in train.items])
-        C, details = choose_C(x_train, y, C=None, Cs=list(DEFAULT_CS) + [1000.0], cv=5, class_weight=None,
+        C, details = choose_C(x_train, y, C=None, Cs=[*DEFAULT_CS, 1000.0], cv=5, class_weight=None,
                               max_iter=2000, seed=seed)
         model = LogisticRegression(C=C, max_iter=2000).fit(x_train, y)
         proba = _full_proba(model.predict_proba(vectorizer.transform([str(t) for t in test.items])),

@@ -84,5 +84,5 @@ def verdict(transfer_correct: np.ndarray, baselines: Sequence[dict[str, Any]], *
                 f"(transfer sd {seeds['transfer_sd'] * 100:.1f}, baseline sd {seeds['baseline_sd'] * 100:.1f}).")
     return {"label": label, "metric": "accuracy", "transfer": transfer,
             "baseline": {"name": best["name"], "value": base}, "difference": diff, "ci": [lo, hi],
-            "ci_level": level, "n_test": int(len(transfer_correct)), "n_boot": n_boot, "seeds": seeds,
+            "ci_level": level, "n_test": len(transfer_correct), "n_boot": n_boot, "seeds": seeds,
             "explanation": why}
