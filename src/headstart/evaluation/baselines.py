@@ -158,7 +158,7 @@ def scratch(backbone: Backbone, train: Dataset, test: Dataset, classes: list[Any
     order = [fitted.classes.index(c) for c in classes]
     epochs_run = sum(p.get("epochs_run", 0) for p in fitted.details.get("phases", []))
     stopped = any(p.get("stopped_for_time") for p in fitted.details.get("phases", []))
-    note = (f"{epochs_run} epochs at lr {lr:g}, every layer trains"
+    note = (f"{epochs_run} epoch{'' if epochs_run == 1 else 's'} at lr {lr:g}, every layer trains"
             + (f"; stopped by its {budget_seconds:.0f}s budget" if stopped else ""))
     return Baseline(name=f"scratch: {backbone.spec.name} trained from random weights", kind="scratch",
                     proba=proba[:, order], fit_seconds=time.perf_counter() - started, note=note,
