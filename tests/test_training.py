@@ -200,6 +200,22 @@ def test_merge_lora_on_a_conv_net() -> None:
         torch.testing.assert_close(backbone.forward_features(x), before, atol=1e-4, rtol=1e-4)
 
 
+def test_fine_tuning_that_gains_nothing_hands_back_the_probe_on_every_label() -> None:
+    """With a validation split and a learning rate too small to move anything, no epoch beats the
+    linear-probe start: the result is the probe, refitted on train + validation, backbone unchanged."""
+    texts, labels = make_texts(12)  # 12 per class: a validation split is held out
+    clf = TransferClassifier(backbone="tiny-bert", strategy="partial", lr=1e-12, epochs=2, cache=False,
+                             random_state=0).fit(texts, labels)
+    details = clf.strategy_details_
+    assert "kept_probe" in details and not clf.backbone_changed_
+    assert details["n_train"] + details["n_val"] == 24
+    pretrained = create_backbone("tiny-bert")
+    assert all(torch.equal(a, b) for a, b in zip(clf.backbone_.state_dict().values(),
+                                                 pretrained.state_dict().values()))
+    probe = TransferClassifier(backbone="tiny-bert", cache=False, random_state=0).fit(texts, labels)
+    assert (clf.predict(texts) == probe.predict(texts)).all()
+
+
 def test_contrastive_is_for_text_and_records_its_pairs() -> None:
     backbone = create_backbone("tiny-bert")
     before = {k: v.clone() for k, v in backbone.state_dict().items()}

@@ -8,6 +8,7 @@ parameters train in which phase, at which learning rate (:meth:`FineTuneStrategy
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -17,7 +18,7 @@ import torch
 from torch import nn
 
 from headstart.backbones.base import Backbone, LayerGroup
-from headstart.data.dataset import Dataset
+from headstart.data.dataset import Dataset, concat
 from headstart.data.splits import assign_splits
 from headstart.errors import ConfigError
 from headstart.strategies.base import FitContext, FittedModel, Strategy
@@ -168,6 +169,7 @@ class FineTuneStrategy(Strategy):
 
     def fit(self, backbone: Backbone, train: Dataset, val: Dataset | None, context: FitContext) -> FittedModel:
         train, val = carve_validation(train, val, self.params["val_fraction"], context.seed, MIN_PER_CLASS_TO_CARVE)
+        pristine = copy.deepcopy(backbone) if val is not None else None
         probe = LinearProbe().fit(backbone, train, None, context)
         classes = probe.classes
         self.prepare(backbone)
@@ -200,11 +202,32 @@ class FineTuneStrategy(Strategy):
             history.append({"phase": phase.name, "lrs": phase.lrs, **asdict(result)})
         for p in model.parameters():
             p.requires_grad_(False)
+        trained = [h for h in history if "best_epoch" in h]
+        if pristine is not None and val is not None and trained and all(h["best_epoch"] == -1 for h in trained):
+            return self._keep_probe(pristine, train, val, history, context)
         details = {"lp_init": {"C": probe.details["C"]}, "phases": history,
                    "n_train": len(train), "n_val": len(val) if val is not None else 0,
                    "early_stopping": val is not None, **self.finish(model)}
         return FittedModel(backbone=model.backbone, head=model.head, classes=classes, strategy=self.name,
                            params=dict(self.params), details=details, backbone_changed=True)
+
+
+    def _keep_probe(self, pristine: Backbone, train: Dataset, val: Dataset, history: list[dict[str, Any]],
+                    context: FitContext) -> FittedModel:
+        """No epoch beat the linear-probe start on validation: fine-tuning gained nothing, so the
+        result is the probe itself, refitted on every label (the validation split served only to
+        judge), on the unchanged pretrained backbone."""
+        logger.info("%s: no epoch improved on the linear-probe start; keeping the probe, refitted on all labels",
+                    self.name)
+        embed = context.embed_with or (lambda _b, ds: context.embed(ds))
+        probe_context = FitContext(embed=lambda ds: embed(pristine, ds), seed=context.seed, device=context.device)
+        probe = LinearProbe().fit(pristine, concat(train, val), None, probe_context)
+        details = {"kept_probe": "no epoch beat the linear-probe start on validation; the probe, refitted on "
+                                 "train + validation, is the result (backbone unchanged)",
+                   "lp_init": {"C": probe.details["C"]}, "C": probe.details["C"], "phases": history,
+                   "n_train": len(train), "n_val": len(val), "early_stopping": True}
+        return FittedModel(backbone=pristine, head=probe.head, classes=probe.classes, strategy=self.name,
+                           params=dict(self.params), details=details, backbone_changed=False)
 
 
 def _examples(data: Dataset, classes: list[Any]) -> Examples:
