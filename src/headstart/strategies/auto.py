@@ -17,7 +17,7 @@
    the budget allows), a ``contrastive`` winner's head on its validated encoder.
 4. With fewer than 10 examples of some class there is nothing to judge a candidate by, and the
    probe is kept (every candidate is listed as skipped, with why): measured on 8 e-mails per
-   class, pair training gained 5.5 points on one draw and lost 6.5 on another.
+   class, pair training gained 4.5 points on one draw and lost 3 on another.
 5. Costs are estimated from a timed training step and re-calibrated after each candidate; a
    candidate that does not fit in what is left of ``budget`` is skipped, and training stops at
    the budget's end (keeping the weights so far). Every decision, with its numbers, is recorded
@@ -153,8 +153,8 @@ class Auto(Strategy):
         if val is None:
             # Nothing to judge a candidate by: the floor, by rule. A validation split of one or two
             # examples per class cannot tell a better model from a lucky one; on spam-assassin at 8
-            # e-mails per class, pair training beat the probe by 5.5 points on one seed and lost
-            # 6.5 on another (benchmarks/strategies.py).
+            # e-mails per class, pair training beat the probe by 4.5 points on one seed and lost
+            # 3 on another (benchmarks/strategies.py).
             best, floor = probe()
             best_name, refit = "linear-probe", {"refitted": False}
             rule = (f"under {MIN_PER_CLASS_TO_CARVE} examples in a class: no validation split to judge a "
