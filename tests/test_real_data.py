@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 import warnings
 from pathlib import Path
 
@@ -125,7 +126,7 @@ def test_readme_demo_fit_predict_evaluate_on_the_shipped_example(
     verdict = result["verdict"]
     print(f"\nREADME demo verdict: {verdict['label']} {verdict['difference']:+.3f} vs {verdict['baseline']['name']} "
           f"CI {verdict['ci']}; " + "; ".join(f"{r['kind']} {r['accuracy']:.3f} ({r['fit_seconds']:.0f}s)"
-                                               for r in result["comparison"]))
+                                               for r in result["comparison"]), file=sys.stderr)
     assert verdict["label"] == "transfer helps", verdict
 
     code = run(["predict", str(out), str(data / "test" / "class_3"), "--json", "-q", "--cache-dir", str(shared_cache)])
