@@ -130,10 +130,11 @@ class Auto(Strategy):
         deadline = started + budget if context.deadline is None else min(context.deadline, started + budget)
         everything = concat(train, val) if val is not None and len(val) else train
         train, val = carve_validation(train, val, self.params["val_fraction"], context.seed, MIN_PER_CLASS_TO_CARVE)
-        pristine = copy.deepcopy(backbone)
+        # Only candidates need an untouched copy and a timed step; without validation none runs.
+        pristine = copy.deepcopy(backbone) if val is not None else backbone
         per_class = len(everything) / max(1, len(set(everything.labels)))
         plan = candidates(backbone.spec.modality, per_class, context.device)
-        step = _step_seconds(pristine, train, context.device)
+        step = _step_seconds(pristine, train, context.device) if val is not None else None
         calibration = 1.0  # measured / estimated seconds of the candidates so far
 
         def run(name: str, params: dict[str, Any], data: Dataset) -> FittedModel:
@@ -194,7 +195,7 @@ class Auto(Strategy):
             d["chosen"] = d["strategy"] == best_name and d.get("ran", False)
         details = {"chosen": best_name, "decisions": decisions, "budget_seconds": budget,
                    "examples_per_class": round(per_class, 1), "device": str(context.device),
-                   "backbone_params": backbone.spec.n_params, "step_seconds_per_16": round(step, 3),
+                   "backbone_params": backbone.spec.n_params, "step_seconds_per_16": round(step, 3) if step is not None else None,
                    "n_val": len(val) if val is not None else 0, **refit,
                    "chosen_details": best.details, "C": best.details.get("C")}
         return FittedModel(backbone=best.backbone, head=best.head, classes=best.classes, strategy=self.name,
