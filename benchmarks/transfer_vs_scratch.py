@@ -21,6 +21,7 @@ without pretraining needs to reach transfer's accuracy at 10% of the labels.
 
     python benchmarks/transfer_vs_scratch.py                         # both datasets, 1 seed
     python benchmarks/transfer_vs_scratch.py --only animals --seeds 2 --scratch-budget 120 --json out.json
+    python benchmarks/transfer_vs_scratch.py --from-json out.json   # the tables again, from saved results
 """
 
 from __future__ import annotations
@@ -169,7 +170,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--animal-test-n", type=int, default=500)
     parser.add_argument("--cache-dir", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--from-json", type=Path, default=None, help="print the tables of an earlier --json run")
     args = parser.parse_args(argv)
+    if args.from_json:
+        print("\n".join(report(json.loads(args.from_json.read_text()))))
+        return 0
     if not DATASETS.is_dir():
         raise SystemExit(f"{DATASETS} not found; set HEADSTART_SHARED_DATASETS.")
     cache = args.cache_dir or Path(tempfile.mkdtemp(prefix="headstart-tvs-"))
