@@ -11,6 +11,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+# ``headstart.audit`` is the function (the public API); its modules stay importable as
+# ``from headstart.audit.base import ...``.
+from headstart.audit import audit
 from headstart.backbones import create_backbone, list_backbones
 from headstart.classifier import TransferClassifier
 from headstart.data import Dataset, load_data
@@ -37,6 +40,7 @@ __all__ = [
     "NotFittedError",
     "TransferClassifier",
     "__version__",
+    "audit",
     "create_backbone",
     "list_backbones",
     "load",

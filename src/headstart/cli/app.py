@@ -111,6 +111,85 @@ def backbones(
     )
 
 
+# ---------------------------------------------------------------------- audit
+SEVERITY_STYLE = {"severe": "bold red", "warning": "yellow", "info": "cyan", "ok": "green", "skipped": "dim"}
+
+
+@app.command()
+def audit(
+    data: Annotated[Path, typer.Argument(help="A folder of class sub-folders, or a CSV/TSV/JSONL/Parquet table.")],
+    backbone: Annotated[str, typer.Option(help="Backbone for the embedding checks (near duplicates, label errors, outliers, shift); 'none' skips them.")] = "default",
+    text_col: TextCol = None,
+    image_col: ImageCol = None,
+    label_col: LabelCol = "label",
+    split_col: Annotated[str | None, typer.Option("--split-col", help="Column of train/val/test values.")] = None,
+    group_col: Annotated[str | None, typer.Option("--group-col", help="Column of group ids (patient, user, session...) that must not span splits.")] = None,
+    time_col: Annotated[str | None, typer.Option("--time-col", help="Column of timestamps; evaluation items must not be older than training items.")] = None,
+    checks: Annotated[list[str] | None, typer.Option("--check", help="Run only this check (repeatable; default: all).")] = None,
+    near_threshold: Annotated[float, typer.Option(min=0.5, max=1.0, help="Cosine similarity at or above which two items are near duplicates.")] = 0.97,
+    html: Annotated[Path | None, typer.Option("--html", help="Also write a self-contained page with previews of the flagged items.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for the cross-validation folds.")] = 0,
+    batch_size: BatchSize = 32,
+    device: Device = "auto",
+    cache_dir: CacheDir = None,
+    no_cache: NoCache = False,
+    quiet: Quiet = False,
+    json_: Json = False,
+) -> None:
+    """Find what quietly ruins small-data models: missing labels, unreadable files, duplicates, leakage
+    between splits, imbalance, likely label errors, outliers, shift.
+
+    Exit code: 0 when nothing is severe, 1 when a check is severe (leakage, missing labels,
+    unreadable files, classes too small to learn) or on an error.
+    """
+    from headstart.audit import audit as run_audit
+
+    progress = _setup(quiet)
+    report = run_audit(data, backbone=None if backbone.lower() == "none" else backbone, text_col=text_col,
+                       image_col=image_col, label_col=label_col, split_col=split_col, group_col=group_col,
+                       time_col=time_col, checks=checks or None, near_threshold=near_threshold,
+                       cache=_cache_arg(cache_dir, no_cache), batch_size=batch_size, device=device, seed=seed,
+                       progress=progress)
+    page = report.write_html(html) if html is not None else None
+    if json_:
+        render.print_json({**report.to_dict(), "html": str(page) if page else None})
+    else:
+        _print_audit(report.to_dict(), page)
+    if report.severe:
+        raise typer.Exit(1)
+
+
+def _print_audit(result: dict[str, Any], page: Path | None) -> None:
+    d = result["data"]
+    splits = " · ".join(f"{k} {v}" for k, v in (d.get("split_counts") or {}).items())
+    dropped = f"; {d['n_rows_dropped']} rows not loadable" if d.get("n_rows_dropped") else ""
+    embed = result["backbone"]["name"] if result["backbone"] else "none"
+    render.stdout.print(f"[bold]data[/]      {d['source']} ({d['modality']}, {d['n_items']} items"
+                        f"{'; ' + splits if splits else ''}{dropped}); embeddings: {embed}; "
+                        f"{result['seconds']:.1f}s", highlight=False)
+    table = Table(title="audit", title_justify="left")
+    for col, justify in (("severity", "left"), ("check", "left"), ("items", "right"), ("summary", "left"),
+                         ("examples", "left")):
+        table.add_column(col, justify=justify, overflow="fold")
+    checks = {c["name"]: c for c in result["checks"]}
+    for s in result["summary"]:
+        examples = []
+        for f in checks[s["check"]]["findings"][:2]:
+            examples.append(f["detail"])
+        table.add_row(f"[{SEVERITY_STYLE[s['severity']]}]{s['severity']}[/]", s["check"], str(s["count"]),
+                      s["summary"], "\n".join(examples))
+    render.stdout.print(table)
+    for s in result["summary"]:
+        remedy = checks[s["check"]]["remedy"]
+        if s["severity"] in ("severe", "warning") and remedy:
+            render.stdout.print(f"[{SEVERITY_STYLE[s['severity']]}]{s['check']}[/]: {remedy}", highlight=False)
+    if page:
+        render.stdout.print(f"[bold]page[/]      {page}", highlight=False)
+    verdict = ("[bold red]severe problems found[/] (exit code 1)" if result["severe"]
+               else "[green]nothing severe[/] (exit code 0)")
+    render.stdout.print(verdict)
+
+
 # ------------------------------------------------------------------------ fit
 @app.command()
 def fit(
@@ -159,9 +238,11 @@ def fit(
     report: Annotated[bool, typer.Option("--report", help="Also write report.html into the bundle folder.")] = False,
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI (default: $HEADSTART_TRACKING_URI or sqlite:///mlruns.db here).")] = None,
     no_track: Annotated[bool, typer.Option("--no-track", help="Do not record the run in MLflow.")] = False,
+    allow_leakage: Annotated[bool, typer.Option("--allow-leakage", help="Train even when evaluation items are copies of training items (scores will be inflated).")] = False,
 ) -> None:
     """Fit a classifier on labeled data, evaluate it on a held-out split, prove it against baselines
     and write a bundle."""
+    from headstart.audit import preflight
     from headstart.bundle import check_destination
     from headstart.classifier import TransferClassifier
     from headstart.data import assign_splits, load_data
@@ -174,6 +255,11 @@ def fit(
     dataset = load_data(data, text_col=text_col, image_col=image_col, label_col=label_col,
                         split_col=split_col, slice_cols=slice_col or ())
     dataset = assign_splits(dataset, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+    checked = preflight(dataset, allow_leakage=allow_leakage)
+    if not quiet:
+        for c in checked.checks:
+            if c.severity in ("warning", "severe"):
+                render.stderr.print(f"[yellow]audit:[/] {c.name}: {c.summary}. {c.remedy}", highlight=False)
     clf = TransferClassifier(
         backbone=backbone, strategy=strategy, weights=weights, C=c, cv=cv,
         class_weight=None if class_weight is ClassWeight.none else class_weight.value,
@@ -200,7 +286,9 @@ def fit(
         from headstart.report import render_html
 
         attachments["report.html"] = render_html(evidence)
-    clf.save(out, extra={"command": command, "loader": loader, "report": evidence}, attachments=attachments)
+    audit_summary = [{k: v for k, v in row.items() if k != "seconds"} for row in checked.to_dict()["summary"]]
+    clf.save(out, extra={"command": command, "loader": loader, "report": evidence, "audit": audit_summary},
+             attachments=attachments)
     result = {"bundle": str(out), "data": clf.fit_info_["data"], "backbone": clf.backbone_.spec.to_dict(),
               "strategy": clf.strategy_details_, "metrics": clf.metrics_, "seed": seed,
               "fit_seconds": clf.fit_info_["fit_seconds"], "verdict": evidence["verdict"],
@@ -437,7 +525,7 @@ def run(argv: list[str] | None = None) -> int:
     """Run the command line with ``argv``; returns the exit code (0 ok, 1 error, 2 usage)."""
     try:
         argv = list(sys.argv[1:] if argv is None else argv)
-        app(args=argv, prog_name="headstart", standalone_mode=False, obj={"argv": argv})
+        code = app(args=argv, prog_name="headstart", standalone_mode=False, obj={"argv": argv})
     except HeadstartError as e:
         render.stderr.print(f"[bold red]error:[/] {e}", highlight=False)
         return 1
@@ -451,7 +539,7 @@ def run(argv: list[str] | None = None) -> int:
     except typer.TyperException as e:  # usage errors (Typer's own click): message and exit 2
         e.show()
         return int(getattr(e, "exit_code", 2))
-    return 0
+    return code if isinstance(code, int) else 0  # standalone_mode=False returns typer.Exit's code
 
 
 def main() -> None:

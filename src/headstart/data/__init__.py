@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from headstart.data.dataset import SPLITS, Dataset
 from headstart.data.images import collect_image_paths, load_image_folder
@@ -36,19 +37,24 @@ def load_data(
     slice_cols: Sequence[str] = (),
     optional_slice_cols: Sequence[str] = (),
     require_labels: bool = True,
+    extra_cols: Mapping[str, str] | None = None,
+    problems: list[dict[str, Any]] | None = None,
 ) -> Dataset:
     """Load labeled data from a folder of class sub-folders or a table.
 
     Example:
         >>> ds = load_data("emails.jsonl", text_col="text", label_col="label")  # doctest: +SKIP
         >>> ds = load_data("animal-silhouettes/")                                # doctest: +SKIP
+
+    With ``problems=[]``, rows that cannot be used (no label, empty text, missing image file)
+    are dropped and described in that list instead of raising (what ``headstart audit`` does).
     """
     p = Path(path)
     if p.is_dir():
-        if text_col or image_col or split_col or slice_cols:
+        if text_col or image_col or split_col or slice_cols or extra_cols:
             raise DataError(
-                f"{p} is a folder of images; --text-col/--image-col/--split-col/--slice-col apply "
-                "to tables only."
+                f"{p} is a folder of images; --text-col/--image-col/--split-col/--slice-col (and "
+                "--group-col/--time-col) apply to tables only."
             )
         return load_image_folder(p)
     if not p.exists():
@@ -63,6 +69,8 @@ def load_data(
             slice_cols=slice_cols,
             optional_slice_cols=optional_slice_cols,
             require_labels=require_labels,
+            extra_cols=extra_cols,
+            problems=problems,
         )
     raise DataError(
         f"{p}: cannot load a {p.suffix or 'suffix-less'} file as data. Use a folder with one "

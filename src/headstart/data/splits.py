@@ -50,7 +50,8 @@ def assign_splits(
 
     Data that already has a split (a ``split`` column or ``train/ val/ test/`` folders)
     is returned unchanged. Each class keeps at least one training example and, where a
-    test (validation) split is asked for, at least one test (validation) example.
+    test (validation) split is asked for, at least one test (validation) example. Identical
+    items (same content) are kept in one split, train, so none leaks into evaluation.
 
     Args:
         dataset: labeled data.
@@ -98,5 +99,22 @@ def assign_splits(
                 n_test -= 1
         for j, i in enumerate(idx):
             splits[i] = "test" if j < n_test else "val" if j < n_test + n_val else "train"
-    dataset.splits = splits
+    dataset.splits = _keep_copies_together(dataset, splits)
     return dataset
+
+
+def _keep_copies_together(dataset: Dataset, splits: list[str]) -> list[str]:
+    """Identical items (same content hash) that landed in different splits all go to train.
+
+    A copy in validation or test of a training item is leakage: the model is scored on an
+    answer it memorised. Moving the evaluation copies to train (rather than the training copy
+    out) keeps every class's training example.
+    """
+    groups: dict[str, list[int]] = {}
+    for i, h in enumerate(dataset.item_hashes()):
+        groups.setdefault(h, []).append(i)
+    for members in groups.values():
+        if len(members) > 1 and len({splits[i] for i in members}) > 1:
+            for i in members:
+                splits[i] = "train"
+    return splits

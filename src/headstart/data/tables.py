@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +86,8 @@ def load_table(
     slice_cols: Sequence[str] = (),
     optional_slice_cols: Sequence[str] = (),
     require_labels: bool = True,
+    extra_cols: Mapping[str, str] | None = None,
+    problems: list[dict[str, Any]] | None = None,
 ) -> Dataset:
     """Load a table of texts or image paths.
 
@@ -98,6 +100,11 @@ def load_table(
         slice_cols: columns kept to report metrics per slice.
         optional_slice_cols: slice columns kept only if the table has them.
         require_labels: raise when the label column is absent.
+        extra_cols: more columns to keep (column -> the option that names it, for errors), e.g.
+            the audit's group and time columns; stored in ``Dataset.slices`` (missing -> None).
+        problems: when a list is given, rows with no label, an empty text or a missing image
+            file are dropped and described here (``row``, ``check``, ``locator``, ``detail``)
+            instead of raising: the audit reports them all at once.
 
     Rows are numbered from 1 in messages (the first data row is row 1).
     """
@@ -127,37 +134,49 @@ def load_table(
         _require_column(df, label_col, p, "--label-col")
         raw = df[label_col].tolist()
         unlabeled = [i for i, v in enumerate(raw) if _missing(v)]
-        if unlabeled:
+        if unlabeled and problems is not None:
+            problems.extend({"row": i, "check": "missing-labels", "locator": locators[i],
+                             "detail": f"no label in column {label_col!r}"} for i in unlabeled)
+        elif unlabeled:
             raise DataError(
                 f"{p}: {_rows(unlabeled)} {'have' if len(unlabeled) > 1 else 'has'} no label in column "
                 f"{label_col!r}. Label them or drop them (run `headstart audit` to list them all)."
             )
-        labels = [_clean_label(v) for v in raw]
-        if len({type(v) for v in labels}) > 1:
-            labels = [str(v) for v in labels]
+        labels = [None if _missing(v) else _clean_label(v) for v in raw]
+        if len({type(v) for v in labels if v is not None}) > 1:
+            labels = [None if v is None else str(v) for v in labels]
+
+    dropped = {pr["row"] for pr in problems} if problems is not None else set()
+
+    def reject(rows: list[int], check: str, detail: str, message: str) -> None:
+        if problems is None:
+            raise DataError(message)
+        problems.extend({"row": i, "check": check, "locator": locators[i], "detail": detail}
+                        for i in rows if i not in dropped)
+        dropped.update(rows)
 
     if text_col is not None:
         modality = "text"
         items: list[Any] = df[text_col].tolist()
         bad = [i for i, v in enumerate(items) if _missing(v) or not isinstance(v, str)]
         if bad:
-            raise DataError(
-                f"{p}: {_rows(bad)} of column {text_col!r} {'are' if len(bad) > 1 else 'is'} empty or "
-                "not text. Fill them in or drop those rows."
-            )
+            reject(bad, "empty-texts", f"column {text_col!r} is empty or not text",
+                   f"{p}: {_rows(bad)} of column {text_col!r} {'are' if len(bad) > 1 else 'is'} empty or "
+                   "not text. Fill them in or drop those rows.")
     else:
         modality = "image"
         raw_paths = df[image_col].tolist()
         bad = [i for i, v in enumerate(raw_paths) if _missing(v)]
         if bad:
-            raise DataError(f"{p}: {_rows(bad)} of column {image_col!r} have no image path.")
-        items = [Path(v) if Path(v).is_absolute() else p.parent / str(v) for v in raw_paths]
-        absent = [i for i, v in enumerate(items) if not v.is_file()]
+            reject(bad, "unreadable-files", f"no image path in column {image_col!r}",
+                   f"{p}: {_rows(bad)} of column {image_col!r} have no image path.")
+        items = [None if i in bad else Path(v) if Path(v).is_absolute() else p.parent / str(v)
+                 for i, v in enumerate(raw_paths)]
+        absent = [i for i, v in enumerate(items) if v is not None and not v.is_file()]
         if absent:
-            raise DataError(
-                f"{p}: {_rows(absent)}: image file not found ({items[absent[0]]}). Paths are read "
-                f"relative to {p.parent}."
-            )
+            reject(absent, "unreadable-files", "image file not found",
+                   f"{p}: {_rows(absent)}: image file not found ({items[absent[0]]}). Paths are read "
+                   f"relative to {p.parent}.")
 
     splits = None
     if split_col is not None:
@@ -168,6 +187,21 @@ def load_table(
     for col in wanted:
         _require_column(df, col, p, "--slice-col")
         slices[col] = ["(missing)" if _missing(v) else _clean_label(v) for v in df[col].tolist()]
+    for col, option in (extra_cols or {}).items():
+        if col not in slices:
+            _require_column(df, col, p, option)
+            slices[col] = [None if _missing(v) else _clean_label(v) for v in df[col].tolist()]
+    if dropped:
+        keep = [i for i in range(len(df)) if i not in dropped]
+        return Dataset(
+            items=[items[i] for i in keep],
+            labels=None if labels is None else [labels[i] for i in keep],
+            modality=modality,
+            splits=None if splits is None else [splits[i] for i in keep],
+            slices={k: [v[i] for i in keep] for k, v in slices.items()},
+            locators=[locators[i] for i in keep],
+            source=str(p),
+        )
     return Dataset(
         items=items,
         labels=labels,

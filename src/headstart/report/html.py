@@ -396,8 +396,12 @@ def write_report(report: Mapping[str, Any], path: str | os.PathLike) -> Path:
         >>> write_report(report, "runs/animals/report.html")  # doctest: +SKIP
         PosixPath('runs/animals/report.html')
     """
+    return write_text_atomic(render_html(report), path)
+
+
+def write_text_atomic(page: str, path: str | os.PathLike) -> Path:
+    """Write ``page`` to ``path`` as UTF-8 through a temporary file and a rename (0644)."""
     path = Path(path)
-    page = render_html(report)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:

@@ -1,0 +1,256 @@
+"""Exact and near duplicates, duplicates with conflicting labels, and leakage across splits."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections import Counter, defaultdict
+from typing import Any
+
+import numpy as np
+
+from headstart.audit.base import AuditContext, Finding, Outcome, n_of, register
+from headstart.audit.neighbors import Neighbours, components, nearest, similar_pairs
+
+N_NEIGHBOURS = 10
+# Text embeddings see only the first few hundred tokens (256 for MiniLM): e-mails from one
+# mailing list share those headers and embed almost identically. A text pair found by the
+# embedding search counts as a near duplicate only if its full texts also overlap this much
+# (Jaccard similarity of 3-word shingles).
+TEXT_SHINGLE_JACCARD = 0.6
+MAX_SHINGLE_CHARS = 200_000
+
+
+def normalised_text_key(text: str) -> str:
+    """Case and whitespace do not make a different text."""
+    return hashlib.sha256(" ".join(text.lower().split()).encode("utf-8")).hexdigest()
+
+
+def shingles(text: str, n: int = 3) -> set[int]:
+    """Hashes of the text's overlapping ``n``-word windows (lower case, word characters only)."""
+    words = re.findall(r"\w+", text.lower()[:MAX_SHINGLE_CHARS])
+    if len(words) < n:
+        return {hash(tuple(words))}
+    return {hash(tuple(words[k:k + n])) for k in range(len(words) - n + 1)}
+
+
+def jaccard(a: set[int], b: set[int]) -> float:
+    return len(a & b) / len(a | b) if a or b else 1.0
+
+
+def exact_groups(ctx: AuditContext) -> list[list[int]]:
+    """Items with identical content (sha256 of the file bytes or text)."""
+
+    def compute() -> list[list[int]]:
+        by_hash: dict[str, list[int]] = defaultdict(list)
+        for i, h in enumerate(ctx.data.item_hashes()):
+            by_hash[h].append(i)
+        return sorted((g for g in by_hash.values() if len(g) > 1), key=lambda g: g[0])
+
+    return ctx.once("exact_groups", compute)
+
+
+def neighbours(ctx: AuditContext) -> Neighbours:
+    """Nearest neighbours among the readable items; indices are rows of ``ctx.features``
+    (``ctx.readable[row]`` is the dataset index)."""
+    return ctx.once("neighbours", lambda: nearest(ctx.features, k=N_NEIGHBOURS, seed=ctx.seed))
+
+
+def near_pairs(ctx: AuditContext) -> list[tuple[int, int, float, str]]:
+    """Pairs ``(i, j, similarity, how)`` that are near duplicates but not byte-identical.
+
+    ``how`` is ``"normalised text"`` (same text up to case and whitespace; found without a
+    model) or ``"embedding"`` (cosine similarity of the backbone's features ≥ the threshold).
+    """
+
+    def compute() -> list[tuple[int, int, float, str]]:
+        hashes = ctx.data.item_hashes()
+        found: dict[tuple[int, int], tuple[float, str]] = {}
+        if ctx.data.modality == "text":
+            by_key: dict[str, list[int]] = defaultdict(list)
+            for i, text in enumerate(ctx.data.items):
+                by_key[normalised_text_key(text)].append(i)
+            for group in by_key.values():
+                for a in range(len(group)):
+                    for b in range(a + 1, len(group)):
+                        i, j = group[a], group[b]
+                        if hashes[i] != hashes[j]:
+                            found[(i, j)] = (1.0, "normalised text")
+        if ctx.features is not None:
+            text = ctx.data.modality == "text"
+            memo: dict[int, set[int]] = {}
+
+            def shingled(i: int) -> set[int]:
+                if i not in memo:
+                    memo[i] = shingles(str(ctx.data.items[i]))
+                return memo[i]
+
+            for r, q, sim in similar_pairs(neighbours(ctx), ctx.near_threshold):
+                i, j = sorted((int(ctx.readable[r]), int(ctx.readable[q])))
+                if hashes[i] == hashes[j] or (i, j) in found:
+                    continue
+                if text and jaccard(shingled(i), shingled(j)) < TEXT_SHINGLE_JACCARD:
+                    continue  # same opening, different content
+                found[(i, j)] = (sim, "embedding")
+        return sorted(((i, j, s, how) for (i, j), (s, how) in found.items()), key=lambda t: (-t[2], t[0], t[1]))
+
+    return ctx.once("near_pairs", compute)
+
+
+def _label_text(ctx: AuditContext, items: list[int]) -> str:
+    if ctx.data.labels is None:
+        return ""
+    labels = sorted({str(ctx.label_of(i)) for i in items})
+    return f"; labels {', '.join(labels)}" if len(labels) > 1 else f"; label {labels[0]}"
+
+
+@register("exact-duplicates", "Exact duplicates",
+          "Items whose content is byte-for-byte identical (sha256).")
+def exact_duplicates(ctx: AuditContext) -> Outcome:
+    groups = exact_groups(ctx)
+    if not groups:
+        return Outcome("ok", "no exact duplicates")
+    extra = sum(len(g) - 1 for g in groups)
+    findings = [Finding(g, float(len(g)), f"{len(g)} copies: " + " = ".join(ctx.where(i) for i in g[:4])
+                        + (" …" if len(g) > 4 else "") + _label_text(ctx, g)) for g in groups]
+    findings.sort(key=lambda f: -f.score)
+    return Outcome("warning", f"{n_of(len(groups), 'group')} of identical items ({n_of(extra, 'redundant copy', 'redundant copies')})", findings,
+                   {"n_groups": len(groups), "n_redundant": extra},
+                   "Keep one copy of each: duplicates weigh those items twice in training and, across "
+                   "splits, leak answers into evaluation (see `leakage`).")
+
+
+@register("near-duplicates", "Near duplicates",
+          "Items that are almost the same: the same text up to case and whitespace, or embeddings "
+          "with cosine similarity at or above the threshold (resized, re-encoded or lightly edited copies; "
+          f"texts must also share {TEXT_SHINGLE_JACCARD:.0%} of their 3-word shingles).")
+def near_duplicates(ctx: AuditContext) -> Outcome:
+    pairs = near_pairs(ctx)
+    partial = "" if ctx.features is not None or ctx.data.modality != "text" else \
+        " (case/whitespace only: no backbone ran)"
+    if ctx.features is None and ctx.data.modality != "text":
+        return Outcome("skipped", ctx.features_skipped or "no backbone given")
+    stats = {"threshold": ctx.near_threshold, "n_pairs": len(pairs)}
+    if ctx.features is not None:
+        stats["search"] = neighbours(ctx).method
+    if not pairs:
+        return Outcome("ok", f"no near duplicates{partial}", stats=stats)
+    groups = components(len(ctx.data), [(i, j, s) for i, j, s, _ in pairs])
+    findings = [Finding([i, j], s, f"{how} similarity {s:.3f}: {ctx.where(i)} ≈ {ctx.where(j)}"
+                        + _label_text(ctx, [i, j])) for i, j, s, how in pairs]
+    stats["n_groups"] = len(groups)
+    return Outcome("warning", f"{n_of(len(pairs), 'near-duplicate pair')} in {n_of(len(groups), 'group')}{partial}", findings,
+                   stats, "Review the pairs: keep one of each, or pass --near-threshold higher if these are "
+                   "genuinely different items.")
+
+
+def duplicate_groups(ctx: AuditContext) -> list[list[int]]:
+    """Exact and near duplicates merged into groups."""
+    pairs = [(g[0], j, 1.0) for g in exact_groups(ctx) for j in g[1:]]
+    pairs += [(i, j, s) for i, j, s, _ in near_pairs(ctx)]
+    return components(len(ctx.data), pairs)
+
+
+@register("conflicting-labels", "Duplicates with conflicting labels",
+          "Exact or near duplicates that carry different labels: at least one of them is wrong.",
+          needs_labels=True)
+def conflicting_labels(ctx: AuditContext) -> Outcome:
+    findings = []
+    for g in duplicate_groups(ctx):
+        labels = Counter(str(ctx.label_of(i)) for i in g)
+        if len(labels) > 1:
+            findings.append(Finding(g, float(len(labels)), " vs ".join(
+                f"{ctx.where(i)} [{ctx.label_of(i)}]" for i in g[:4]) + (" …" if len(g) > 4 else "")))
+    if not findings:
+        return Outcome("ok", "no duplicates disagree on their label")
+    return Outcome("warning", f"{n_of(len(findings), 'duplicate group')} disagree{'s' if len(findings) == 1 else ''} on the label", findings,
+                   {"n_groups": len(findings)},
+                   "Decide the right label for each group and keep one copy.")
+
+
+@register("leakage", "Leakage across splits",
+          "Exact or near duplicates that sit in different splits: the model is tested on what it trained on.")
+def leakage(ctx: AuditContext) -> Outcome:
+    if ctx.data.splits is None:
+        return Outcome("skipped", "the data has no split (headstart fit keeps identical items in one split)")
+    findings = []
+    for g in exact_groups(ctx):
+        if len({ctx.split_of(i) for i in g}) > 1:
+            findings.append(Finding(g, 1.0, "identical: " + " = ".join(ctx.where(i) for i in g[:4])))
+    for i, j, s, how in near_pairs(ctx):
+        if ctx.split_of(i) != ctx.split_of(j):
+            findings.append(Finding([i, j], s, f"{how} similarity {s:.3f}: {ctx.where(i)} ≈ {ctx.where(j)}"))
+    stats: dict[str, Any] = {"exact_only": ctx.features is None}
+    if not findings:
+        return Outcome("ok", "no duplicates across splits" + (" (exact only: no backbone ran)"
+                                                             if ctx.features is None else ""), stats=stats)
+    findings.sort(key=lambda f: -f.score)
+    crossing = Counter("/".join(sorted({ctx.split_of(i) for i in f.items})) for f in findings)
+    stats["by_splits"] = dict(crossing)
+    in_eval = {i for f in findings for i in f.items if ctx.split_of(i) in ("val", "test")}
+    stats["n_eval_items_leaked"] = len(in_eval)
+    return Outcome("severe", f"{n_of(len(findings), 'duplicate')} across splits ("
+                   + ", ".join(f"{k}: {v}" for k, v in sorted(crossing.items())) + ")", findings, stats,
+                   "Remove the evaluation copies (or move them to the same split as their twin); "
+                   "`headstart fit` stops on this unless --allow-leakage.")
+
+
+@register("group-leakage", "Group overlap across splits",
+          "With --group-col: the same group (patient, user, device...) appears in more than one split.")
+def group_leakage(ctx: AuditContext) -> Outcome:
+    if ctx.groups is None:
+        return Outcome("skipped", "no --group-col given")
+    if ctx.data.splits is None:
+        return Outcome("skipped", "the data has no split")
+    by_group: dict[Any, list[int]] = defaultdict(list)
+    for i, g in enumerate(ctx.groups):
+        if g is not None:
+            by_group[g].append(i)
+    findings = []
+    for g, members in by_group.items():
+        splits = Counter(ctx.split_of(i) for i in members)
+        if len(splits) > 1:
+            findings.append(Finding(members, float(len(members)), f"group {g!r} in " + ", ".join(
+                f"{s} ({n})" for s, n in sorted(splits.items()))))
+    stats = {"n_groups": len(by_group), "n_shared": len(findings)}
+    if not findings:
+        return Outcome("ok", f"{len(by_group)} groups, each in one split", stats=stats)
+    findings.sort(key=lambda f: -f.score)
+    return Outcome("severe", f"{len(findings)} of {n_of(len(by_group), 'group')} appear in more than one split", findings,
+                   stats, "Split by group so each group sits in exactly one split (all its items together).")
+
+
+@register("time-leakage", "Time overlap across splits",
+          "With --time-col: evaluation items older than the newest training item (the model sees the future).")
+def time_leakage(ctx: AuditContext) -> Outcome:
+    import pandas as pd
+
+    if ctx.times is None:
+        return Outcome("skipped", "no --time-col given")
+    if ctx.data.splits is None:
+        return Outcome("skipped", "the data has no split")
+    raw = pd.Series(ctx.times, dtype="object")
+    times = pd.to_datetime(raw, errors="coerce", utc=True) if not pd.api.types.is_numeric_dtype(
+        raw.dropna().infer_objects()) else pd.to_numeric(raw, errors="coerce")
+    splits = np.array(ctx.data.splits)
+    train = times[splits == "train"].dropna()
+    if train.empty:
+        return Outcome("skipped", "no training item has a usable time")
+    newest = train.max()
+    findings = []
+    ranges = {}
+    for split in ("train", "val", "test"):
+        part = times[splits == split].dropna()
+        if not part.empty:
+            ranges[split] = [str(part.min()), str(part.max())]
+        if split == "train":
+            continue
+        for i in np.flatnonzero((splits == split) & (times < newest).to_numpy()):
+            findings.append(Finding([int(i)], 1.0, f"{split} item at {times.iloc[i]} is older than the newest "
+                                    f"training item ({newest})"))
+    unparsed = int(times.isna().sum()) - sum(v is None for v in ctx.times)
+    stats = {"ranges": ranges, "n_unparsed": unparsed}
+    if not findings:
+        return Outcome("ok", "every evaluation item is newer than all training items", stats=stats)
+    return Outcome("severe", f"{n_of(len(findings), 'evaluation item')} predate{'s' if len(findings) == 1 else ''} the newest training item", findings, stats,
+                   "Split by time: train on the past, validate and test on what comes after it.")
