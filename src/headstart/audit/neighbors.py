@@ -57,7 +57,8 @@ def nearest(x: np.ndarray, k: int = 10, *, method: str = "auto", nprobe: int = 8
     if method == "exact":
         index = faiss.IndexFlatIP(d)
     elif method == "ivf":
-        nlist = max(1, int(4 * math.sqrt(n)))
+        # 4·√N cells (faiss's guidance), but at least 39 training points per cell for k-means.
+        nlist = max(1, min(int(4 * math.sqrt(n)), n // 39))
         quantizer = faiss.IndexFlatIP(d)
         index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
         index.cp.seed = seed

@@ -257,9 +257,10 @@ def fit(
     dataset = assign_splits(dataset, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
     checked = preflight(dataset, allow_leakage=allow_leakage)
     if not quiet:
-        for c in checked.checks:
-            if c.severity in ("warning", "severe"):
-                render.stderr.print(f"[yellow]audit:[/] {c.name}: {c.summary}. {c.remedy}", highlight=False)
+        for check in checked.checks:
+            if check.severity in ("warning", "severe"):
+                render.stderr.print(f"[yellow]audit:[/] {check.name}: {check.summary}. {check.remedy}",
+                                    highlight=False)
     clf = TransferClassifier(
         backbone=backbone, strategy=strategy, weights=weights, C=c, cv=cv,
         class_weight=None if class_weight is ClassWeight.none else class_weight.value,
