@@ -169,6 +169,7 @@ def audit_dataset(
     device: str | None = "auto",
     seed: int = 0,
     progress: ProgressReporter | None = None,
+    pixel_search: bool = True,
 ) -> AuditReport:
     """Run the checks on a loaded dataset (the library entry point ``headstart fit`` uses)."""
     start = time.perf_counter()
@@ -179,7 +180,7 @@ def audit_dataset(
     if unknown:
         raise ConfigError(f"unknown check {unknown[0]!r}; choose from {', '.join(CHECKS)}.")
     ctx = AuditContext(data=dataset, problems=list(problems or []), groups=groups, times=times,
-                       near_threshold=near_threshold, seed=seed)
+                       near_threshold=near_threshold, seed=seed, pixel_search=pixel_search)
     wants_features = any(CHECKS[n].needs_features or n in ("near-duplicates", "leakage") for n in names)
     ctx.readable = integrity.readable(ctx) if wants_features and backbone is not None else np.arange(len(dataset))
     spec = None
@@ -217,7 +218,8 @@ def preflight(dataset: Dataset, *, allow_leakage: bool = False, groups: list[Any
     """
     from headstart.errors import DataError
 
-    report = audit_dataset(dataset, backbone=None, checks=FAST_CHECKS, groups=groups, times=times)
+    report = audit_dataset(dataset, backbone=None, checks=FAST_CHECKS, groups=groups, times=times,
+                           pixel_search=False)
     leaks = [c for c in report.checks if c.name in LEAKAGE_CHECKS and c.severity == "severe"]
     if leaks and not allow_leakage:
         shown = "; ".join(f.detail for c in leaks for f in c.findings[:3])

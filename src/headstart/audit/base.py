@@ -121,6 +121,8 @@ class AuditContext:
         features: L2-normalised embeddings of the *readable* items (``readable`` indexes
             ``data``), or ``None`` when no backbone runs.
         near_threshold: cosine similarity at or above which two items are near duplicates.
+        pixel_search: look for resized / re-encoded image copies by their thumbnails (decodes
+            every image; ``headstart fit``'s quick checks skip it).
     """
 
     data: Dataset
@@ -131,6 +133,7 @@ class AuditContext:
     features_skipped: str = ""
     readable: np.ndarray | None = None
     near_threshold: float = 0.97
+    pixel_search: bool = True
     seed: int = 0
     cache: dict[str, Any] = field(default_factory=dict)
 

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from headstart.audit.base import AuditContext, Finding, Outcome, n_of, register
+from headstart.audit.integrity import image_info
 from headstart.audit.neighbors import Neighbours, components, nearest, similar_pairs
 
 N_NEIGHBOURS = 10
@@ -18,6 +19,12 @@ N_NEIGHBOURS = 10
 # embedding search counts as a near duplicate only if its full texts also overlap this much
 # (Jaccard similarity of 3-word shingles).
 TEXT_SHINGLE_JACCARD = 0.6
+# Images are also compared by their 16×16 thumbnails (mean removed), with the same threshold:
+# a backbone's features blur a resized copy with other items of its class (on 28-px animal
+# silhouettes copies scored 0.91-0.96, the median nearest distinct item 0.91), thumbnails do
+# not. Measured on the 1,591 distinct silhouettes at 0.97: 100% of upscaled, JPEG q60 and q85
+# copies found, 81% of copies downscaled to 20 px; 34 distinct items (2.1%) have a neighbour
+# that close, alike 28-px shapes of one animal. Photos differ far more.
 MAX_SHINGLE_CHARS = 200_000
 
 
@@ -60,7 +67,9 @@ def near_pairs(ctx: AuditContext) -> list[tuple[int, int, float, str]]:
     """Pairs ``(i, j, similarity, how)`` that are near duplicates but not byte-identical.
 
     ``how`` is ``"normalised text"`` (same text up to case and whitespace; found without a
-    model) or ``"embedding"`` (cosine similarity of the backbone's features ≥ the threshold).
+    model), ``"pixel"`` (images whose thumbnails match: resized or re-encoded copies; found
+    without a model) or ``"embedding"`` (cosine similarity of the backbone's features ≥ the
+    threshold).
     """
 
     def compute() -> list[tuple[int, int, float, str]]:
@@ -76,6 +85,15 @@ def near_pairs(ctx: AuditContext) -> list[tuple[int, int, float, str]]:
                         i, j = group[a], group[b]
                         if hashes[i] != hashes[j]:
                             found[(i, j)] = (1.0, "normalised text")
+        if ctx.data.modality == "image" and ctx.pixel_search:
+            infos = image_info(ctx)
+            rows = np.array([i for i, info in enumerate(infos) if info.get("thumb") is not None], dtype=np.int64)
+            if len(rows) > 1:
+                thumbs = np.stack([infos[i]["thumb"] for i in rows])
+                for r, q, sim in similar_pairs(nearest(thumbs, k=N_NEIGHBOURS, seed=ctx.seed), ctx.near_threshold):
+                    i, j = sorted((int(rows[r]), int(rows[q])))
+                    if hashes[i] != hashes[j]:
+                        found[(i, j)] = (sim, "pixel")
         if ctx.features is not None:
             text = ctx.data.modality == "text"
             memo: dict[int, set[int]] = {}
@@ -87,7 +105,7 @@ def near_pairs(ctx: AuditContext) -> list[tuple[int, int, float, str]]:
 
             for r, q, sim in similar_pairs(neighbours(ctx), ctx.near_threshold):
                 i, j = sorted((int(ctx.readable[r]), int(ctx.readable[q])))
-                if hashes[i] == hashes[j] or (i, j) in found:
+                if hashes[i] == hashes[j] or ((i, j) in found and found[(i, j)][0] >= sim):
                     continue
                 if text and jaccard(shingled(i), shingled(j)) < TEXT_SHINGLE_JACCARD:
                     continue  # same opening, different content
@@ -121,15 +139,14 @@ def exact_duplicates(ctx: AuditContext) -> Outcome:
 
 
 @register("near-duplicates", "Near duplicates",
-          "Items that are almost the same: the same text up to case and whitespace, or embeddings "
-          "with cosine similarity at or above the threshold (resized, re-encoded or lightly edited copies; "
-          f"texts must also share {TEXT_SHINGLE_JACCARD:.0%} of their 3-word shingles).")
+          "Items that are almost the same: texts equal up to case and whitespace; images whose 16×16 "
+          "thumbnails (resized or re-encoded copies) or embeddings have a cosine similarity at or above "
+          f"the threshold (texts must also share {TEXT_SHINGLE_JACCARD:.0%} of their 3-word shingles).")
 def near_duplicates(ctx: AuditContext) -> Outcome:
     pairs = near_pairs(ctx)
-    partial = "" if ctx.features is not None or ctx.data.modality != "text" else \
-        " (case/whitespace only: no backbone ran)"
-    if ctx.features is None and ctx.data.modality != "text":
-        return Outcome("skipped", ctx.features_skipped or "no backbone given")
+    partial = "" if ctx.features is not None else \
+        " (case/whitespace only: no backbone ran)" if ctx.data.modality == "text" else \
+        " (resized/re-encoded copies only: no backbone ran)"
     stats = {"threshold": ctx.near_threshold, "n_pairs": len(pairs)}
     if ctx.features is not None:
         stats["search"] = neighbours(ctx).method
