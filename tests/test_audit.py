@@ -259,7 +259,7 @@ def test_bad_arguments_are_clear() -> None:
 def _leaky_table(tmp_path: Path) -> Path:
     texts, labels = make_texts(12)
     texts[0] = "<script>alert('x')</script> " + texts[0]
-    df = pd.DataFrame({"text": texts + [texts[0]], "label": labels + [labels[0]],
+    df = pd.DataFrame({"text": [*texts, texts[0]], "label": [*labels, labels[0]],
                        "split": ["train"] * len(texts) + ["test"]})
     df.loc[[5, 17], "split"] = "test"
     path = tmp_path / "leaky.csv"

@@ -103,7 +103,7 @@ def test_planted_problems_in_animal_silhouettes(tmp_path: Path, cache: Path,
     where = {Path(it["locator"]).resolve(): i for i, it in enumerate(report.items)}
     copy_index = {}
     for p in (planted / "train").rglob("copy_*"):
-        k, stem = p.stem.split("_", 2)[1:]
+        k, _stem = p.stem.split("_", 2)[1:]
         copy_index[int(k)] = where[p.resolve()]
     pairs = [(where[(planted / "test" / c.parent.name / c.name).resolve()], copy_index[k])
              for k, c in enumerate(copies)]

@@ -57,6 +57,7 @@ class AuditReport:
     seconds: float
     items: list[dict[str, Any]] = field(default_factory=list)
     dataset: Dataset | None = field(default=None, repr=False, compare=False)
+    embedding_seconds: float = 0.0
 
     @property
     def severe(self) -> bool:
@@ -105,6 +106,7 @@ class AuditReport:
         checks = sorted(self.checks, key=lambda c: (SEVERITY_RANK[c.severity], list(CHECKS).index(c.name)))
         return {"format": "headstart-audit-v1", "severe": self.severe, "data": self.data,
                 "backbone": self.backbone, "settings": self.settings, "seconds": self.seconds,
+                "embedding_seconds": self.embedding_seconds,
                 "summary": [{"check": c.name, "title": c.title, "severity": c.severity, "count": c.count,
                              "summary": c.summary, "seconds": round(c.seconds, 3)} for c in checks],
                 "checks": [c.to_dict() for c in checks], "rows": self.rows()}
@@ -170,8 +172,12 @@ def audit_dataset(
     seed: int = 0,
     progress: ProgressReporter | None = None,
     pixel_search: bool = True,
+    features: np.ndarray | None = None,
 ) -> AuditReport:
-    """Run the checks on a loaded dataset (the library entry point ``headstart fit`` uses)."""
+    """Run the checks on a loaded dataset (the library entry point ``headstart fit`` uses).
+
+    ``features`` (one row per item) replaces the backbone: bring your own embeddings.
+    """
     start = time.perf_counter()
     if not 0 < near_threshold <= 1:
         raise ConfigError(f"near_threshold={near_threshold}; give a cosine similarity in (0, 1].")
@@ -182,15 +188,24 @@ def audit_dataset(
     ctx = AuditContext(data=dataset, problems=list(problems or []), groups=groups, times=times,
                        near_threshold=near_threshold, seed=seed, pixel_search=pixel_search)
     wants_features = any(CHECKS[n].needs_features or n in ("near-duplicates", "leakage") for n in names)
-    ctx.readable = integrity.readable(ctx) if wants_features and backbone is not None else np.arange(len(dataset))
+    ctx.readable = (integrity.readable(ctx) if wants_features and backbone is not None and features is None
+                    else np.arange(len(dataset)))
     spec = None
-    if backbone is None:
+    if features is not None:
+        if len(features) != len(dataset):
+            raise ConfigError(f"features has {len(features)} rows for {len(dataset)} items; give one row per item.")
+        ctx.readable = np.arange(len(dataset))
+        ctx.features = normalise(np.asarray(features, dtype=np.float32))
+        spec = {"name": "given features", "feature_dim": int(ctx.features.shape[1])}
+    elif backbone is None:
         ctx.features_skipped = "no backbone (--backbone none): embedding checks skipped"
     elif wants_features and len(ctx.readable) < 2:
         ctx.features_skipped = "fewer than 2 readable items"
     elif wants_features:
+        embed_start = time.perf_counter()
         spec, ctx.features = _embed(dataset, ctx.readable, backbone, cache=cache, batch_size=batch_size,
                                     device=device, progress=progress)
+    embedding_seconds = time.perf_counter() - embed_start if spec is not None and features is None else 0.0
     results = [run_check(CHECKS[n], ctx) for n in names]
     items = [{"locator": loc, "label": None if dataset.labels is None else _plain(dataset.labels[i]),
               "split": None if dataset.splits is None else dataset.splits[i]}
@@ -202,7 +217,8 @@ def audit_dataset(
         "split_counts": dataset.split_counts(), "fingerprint": dataset.fingerprint()}
     data_info["n_rows_dropped"] = len(ctx.problems)
     return AuditReport(data=data_info, backbone=spec, checks=results, settings=settings,
-                       seconds=time.perf_counter() - start, items=items, dataset=dataset)
+                       seconds=time.perf_counter() - start, items=items, dataset=dataset,
+                       embedding_seconds=embedding_seconds)
 
 
 LEAKAGE_CHECKS = ("leakage", "group-leakage", "time-leakage")
