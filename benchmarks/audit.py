@@ -6,9 +6,10 @@ Two parts, in one run:
   :func:`headstart.audit.audit_dataset` as features, 10 classes, an 80/20 train/test split, 1% of
   items planted as near-duplicate copies (cosine ≈ 0.99, half of them across splits) and 2% of
   labels flipped. Every check runs; the table shows each check's seconds, the near-duplicate
-  search method and the recall of the planted copies. Then the neighbour search alone, exact
-  (brute force, what an n² scan costs) against IVF (what ``auto`` uses above 10k items), with
-  the recall of IVF's neighbours and of the planted copies.
+  search method and the recall of the planted copies.
+- ``search``: the neighbour search alone at 10k-100k items, exact (brute force, what an n² scan
+  costs) against IVF (what ``auto`` uses above 10k items), with the recall of IVF's neighbours
+  and of the planted copies, and the growth exponent.
 - ``real`` (skip with ``--no-real``): digits from ``../shared/datasets/mnist-10k`` embedded by
   ``efficientnet_lite0`` (cached), at 1k and 5k items: embedding time and audit time.
 
@@ -84,16 +85,26 @@ def run_synthetic(n: int) -> dict[str, Any]:
                            "near_pairs_found": len(found), "planted_pairs": len(planted),
                            "label_precision_at_k": len(set(ranked[:k]) & flipped) / max(1, min(k, len(ranked))),
                            "label_recall_at_k": len(set(ranked[:k]) & flipped) / k, "n_flipped": k}
-    # The neighbour search alone, both ways.
+    return row
+
+
+def run_search(n: int, exact_up_to: int) -> dict[str, Any]:
+    """The neighbour search alone at ``n`` items, IVF and (up to ``exact_up_to``) exact."""
+    _, x, planted, _ = synthetic(n, seed=1)
     xn = neighbors.normalise(x)
+    row: dict[str, Any] = {"n": n}
+    found = {}
     for method in ("exact", "ivf"):
+        if method == "exact" and n > exact_up_to:
+            continue
         t0 = time.perf_counter()
         nb = nearest(xn, k=10, method=method)
         row[f"{method}_search_s"] = time.perf_counter() - t0
         row[f"{method}_planted_recall"] = pair_recall({(i, j) for i, j, _ in similar_pairs(nb, 0.97)}, planted)
-        row[f"_{method}"] = nb.index
-    exact, ivf = row.pop("_exact"), row.pop("_ivf")
-    row["ivf_neighbour_recall"] = float(np.mean([len(set(a) & set(b)) / len(a) for a, b in zip(exact, ivf)]))
+        found[method] = nb.index
+    if "exact" in found:
+        row["ivf_neighbour_recall"] = float(np.mean([len(set(a) & set(b)) / len(a)
+                                                     for a, b in zip(found["exact"], found["ivf"])]))
     return row
 
 
@@ -119,7 +130,7 @@ def run_real(sizes: Sequence[int], cache: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def table(rows: list[dict[str, Any]], real: list[dict[str, Any]]) -> list[str]:
+def table(rows: list[dict[str, Any]], search: list[dict[str, Any]], real: list[dict[str, Any]]) -> list[str]:
     checks = list(rows[0]["checks_s"]) if rows else []
     slow = [c for c in checks if max(r["checks_s"][c] for r in rows) >= 0.05]
     lines = ["### synthetic embeddings (384-d, 10 classes, 1% planted copies, 2% flipped labels)\n",
@@ -130,20 +141,29 @@ def table(rows: list[dict[str, Any]], real: list[dict[str, Any]]) -> list[str]:
         lines.append(f"| {r['n']:,} | {r['total_s']:.1f} | " + " | ".join(f"{r['checks_s'][c]:.2f}" for c in slow)
                      + f" | {r['search']} | {r['near_recall']:.3f} ({r['planted_pairs']}) | "
                      f"{r['label_precision_at_k']:.2f} / {r['label_recall_at_k']:.2f} |")
-    lines += ["\n### neighbour search alone (k=10)\n",
-              "| items | exact s | IVF s | exact / IVF | IVF neighbour recall | planted copies: exact / IVF |",
-              "| --: | --: | --: | --: | --: | --: |"]
-    for r in rows:
-        lines.append(f"| {r['n']:,} | {r['exact_search_s']:.2f} | {r['ivf_search_s']:.2f} | "
-                     f"{r['exact_search_s'] / r['ivf_search_s']:.1f}× | {r['ivf_neighbour_recall']:.3f} | "
-                     f"{r['exact_planted_recall']:.3f} / {r['ivf_planted_recall']:.3f} |")
     if len(rows) >= 2:
         a, b = rows[-2], rows[-1]
         ratio = b["n"] / a["n"]
         lines.append(f"\nFrom {a['n']:,} to {b['n']:,} items ({ratio:.0f}× more; an n² scan costs {ratio ** 2:.0f}× "
-                     f"more): the audit took {b['total_s'] / a['total_s']:.1f}× as long, the near-duplicate search "
-                     f"({b['search']}) {b['checks_s']['near-duplicates'] / max(a['checks_s']['near-duplicates'], 1e-9):.1f}× "
-                     f"and the brute-force search {b['exact_search_s'] / a['exact_search_s']:.1f}×.")
+                     f"more): the whole audit took {b['total_s'] / a['total_s']:.1f}× as long.")
+    lines += ["\n### neighbour search alone (k=10, synthetic 384-d)\n",
+              "| items | exact s | IVF s | exact / IVF | IVF neighbour recall | planted copies: exact / IVF |",
+              "| --: | --: | --: | --: | --: | --: |"]
+    for r in search:
+        ex = r.get("exact_search_s")
+        lines.append(f"| {r['n']:,} | {ex if ex is None else f'{ex:.2f}'} | {r['ivf_search_s']:.2f} | "
+                     + (f"{ex / r['ivf_search_s']:.1f}× | {r['ivf_neighbour_recall']:.3f} | "
+                        f"{r['exact_planted_recall']:.3f} / {r['ivf_planted_recall']:.3f} |" if ex is not None
+                        else f"— | — | — / {r['ivf_planted_recall']:.3f} |"))
+    if len(search) >= 2:
+        a, b = search[0], search[-1]
+        growth = np.log(b["ivf_search_s"] / a["ivf_search_s"]) / np.log(b["n"] / a["n"])
+        lines.append(f"\nIVF search time grows as n^{growth:.2f} from {a['n']:,} to {b['n']:,} items "
+                     "(brute force: n^2).")
+        pairs = [r for r in search if "exact_search_s" in r]
+        if len(pairs) >= 2:
+            e = np.log(pairs[-1]["exact_search_s"] / pairs[0]["exact_search_s"]) / np.log(pairs[-1]["n"] / pairs[0]["n"])
+            lines.append(f"Exact search measured here grows as n^{e:.2f} from {pairs[0]['n']:,} to {pairs[-1]['n']:,}.")
     if real:
         lines += ["\n### real: mnist digits, efficientnet_lite0 features\n",
                   "| items | embedding s (cold cache) | audit s (excluding embedding) | findings |",
@@ -157,6 +177,8 @@ def table(rows: list[dict[str, Any]], real: list[dict[str, Any]]) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 5000, 50000])
+    parser.add_argument("--search-sizes", type=int, nargs="+", default=[10000, 20000, 50000, 100000])
+    parser.add_argument("--exact-up-to", type=int, default=50000, help="largest size the exact search is timed at")
     parser.add_argument("--real-sizes", type=int, nargs="+", default=[1000, 5000])
     parser.add_argument("--no-real", action="store_true", help="skip the mnist part")
     parser.add_argument("--cache-dir", type=Path, default=None)
@@ -166,10 +188,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     for n in args.sizes:
         rows.append(run_synthetic(n))
         print(f"[synthetic] {n}: {rows[-1]['total_s']:.1f}s", file=sys.stderr, flush=True)
+    search = []
+    for n in args.search_sizes:
+        search.append(run_search(n, args.exact_up_to))
+        print(f"[search] {n}: ivf {search[-1]['ivf_search_s']:.1f}s", file=sys.stderr, flush=True)
     real = [] if args.no_real else run_real(args.real_sizes, args.cache_dir or Path(tempfile.mkdtemp(prefix="hs-audit-")))
     if args.json:
-        args.json.write_text(json.dumps({"synthetic": rows, "real": real}, indent=2))
-    print("\n".join(table(rows, real)))
+        args.json.write_text(json.dumps({"synthetic": rows, "search": search, "real": real}, indent=2))
+    print("\n".join(table(rows, search, real)))
     return 0
 
 

@@ -80,14 +80,26 @@ def nearest(x: np.ndarray, k: int = 10, *, method: str = "auto", nprobe: int = 8
     return Neighbours(out_idx.astype(np.int64), out_sim.astype(np.float32), method)
 
 
-def similar_pairs(nb: Neighbours, threshold: float) -> list[tuple[int, int, float]]:
-    """Distinct pairs ``(i, j, similarity)`` with ``i < j`` and similarity ≥ ``threshold``."""
-    rows, cols = np.nonzero((nb.similarity >= threshold) & (nb.index >= 0))
+def similar_pairs(nb: Neighbours, threshold: float, ratio: float | None = None) -> list[tuple[int, int, float]]:
+    """Distinct pairs ``(i, j, similarity)`` with ``i < j`` and similarity ≥ ``threshold``.
+
+    With ``ratio`` (Lowe's ratio test, as in SIFT matching), a pair also needs its cosine
+    distance to be at most ``ratio`` times the distance from ``i`` (or ``j``) to its k-th
+    neighbour: a copy stands out from its neighbourhood, while in a crowd of look-alikes (plain
+    handwritten ones, the same silhouette drawn twice) every neighbour is about as close.
+    """
+    mask = (nb.similarity >= threshold) & (nb.index >= 0)
+    rows, cols = np.nonzero(mask)
+    if ratio is not None and nb.similarity.shape[1]:
+        kth = 1.0 - nb.similarity[:, -1].astype(np.float64)
     best: dict[tuple[int, int], float] = {}
     for r, c in zip(rows, cols):
         j = int(nb.index[r, c])
+        sim = float(nb.similarity[r, c])
+        if ratio is not None and (1.0 - sim) > ratio * max(kth[r], kth[j]):
+            continue
         key = (min(int(r), j), max(int(r), j))
-        best[key] = max(best.get(key, -1.0), float(nb.similarity[r, c]))
+        best[key] = max(best.get(key, -1.0), sim)
     return sorted(((i, j, s) for (i, j), s in best.items()), key=lambda t: (-t[2], t[0], t[1]))
 
 
