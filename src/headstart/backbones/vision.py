@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -93,6 +94,17 @@ class TimmBackbone(Backbone):
         if getattr(self.model, "num_classes", 0) == 0:
             return None
         return self.model(batch.contiguous(memory_format=torch.channels_last))
+
+    def source_head(self, features: np.ndarray) -> np.ndarray | None:
+        """The source classifier on pooled (pre-logits) features: the same logits as
+        :meth:`source_logits` gives from images, without a second pass through the network."""
+        if getattr(self.model, "num_classes", 0) == 0:
+            return None
+        head = self.model.get_classifier()
+        with torch.inference_mode():
+            weight = next(head.parameters())
+            out = head(torch.as_tensor(features, dtype=weight.dtype, device=weight.device))
+        return out.float().cpu().numpy()
 
     def layer_groups(self) -> list[LayerGroup]:
         from timm.models import group_parameters

@@ -157,3 +157,44 @@ def comparison_table(rows: list[dict[str, Any]], verdict: dict[str, Any] | None)
                      f"{verdict['baseline']['name']} ({verdict['ci_level']:.0%} CI {lo * 100:+.1f} to {hi * 100:+.1f})",
                      highlight=False)
         stdout.print(verdict["explanation"], highlight=False)
+
+
+def rank_table(result: dict[str, Any]) -> None:
+    """The ranking as a table (best first), the recommendation and the time it took."""
+    d = result["data"]
+    stdout.print(f"[bold]data[/]  {d['source']} ({d['modality']}; {d['n_scored']} of {d['n_items']} labeled "
+                 f"items scored, {len(d['classes'])} classes)", highlight=False)
+    table = Table(title="candidates (best first)", title_justify="left")
+    cols = [("#", "right"), ("backbone", "left"), ("combined", "right"), ("probe acc", "right"),
+            ("kNN acc", "right"), ("LogME", "right"), ("H-score", "right"), ("LEEP", "right"), ("NCE", "right"),
+            ("params", "right"), ("dim", "right"), ("ms/item", "right"), ("input", "left"), ("license", "left"),
+            ("offline", "center")]
+    for col, justify in cols:
+        table.add_column(col, justify=justify)
+    place = 0
+    for c in result["candidates"]:
+        s = c["scores"]
+        if not c["available"]:
+            table.add_row("", f"[dim]{c['name']}[/]", "", f"[red]unavailable[/]: {c['error']}", *[""] * 11)
+            continue
+        place += 0 if c["control"] else 1
+        name = f"{c['name']} [dim](control)[/]" if c["control"] else c["name"]
+        table.add_row("—" if c["control"] else str(place), name, fmt(c["combined"], 2),
+                      fmt(s.get("linear_probe"), 3), fmt(s.get("knn"), 3), fmt(s.get("logme"), 3),
+                      fmt(s.get("h_score"), 2), fmt(s.get("leep"), 3), fmt(s.get("nce"), 3),
+                      human_count(c["n_params"]) if c["n_params"] else "—", str(c["feature_dim"] or "—"),
+                      fmt(c["latency_ms"], 1), c["input_size"] or "—", (c["license"] or "—").split(" (")[0],
+                      "yes" if c["offline"] else "no")
+    stdout.print(table)
+    if result["recommended"]:
+        stdout.print(f"[bold green]recommended[/] {result['reason']}", highlight=False)
+    else:
+        stdout.print(f"[bold red]no recommendation[/]: {result['reason']}", highlight=False)
+    est = result.get("brute_force_estimate_seconds")
+    took = result["seconds"]
+    line = f"ranking took {took:.1f}s"
+    if est:
+        line += (f"; fine-tuning every candidate ({result['settings']['finetune_epochs_assumed']} epochs on "
+                 f"{d['n_items']} items) would take about {est / 60:.0f} min here ({est / max(took, 1e-9):.0f}× "
+                 "longer; estimated from the measured latency × 3 for the backward pass)")
+    stdout.print(line, highlight=False)

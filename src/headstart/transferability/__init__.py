@@ -1,0 +1,25 @@
+"""Transferability: estimate, before fine-tuning, how well a pre-trained model suits a task."""
+
+from headstart.transferability.rank import Candidate, RankReport, rank
+from headstart.transferability.scores import (
+    h_score,
+    knn_accuracy,
+    labels_to_int,
+    leep,
+    linear_probe_accuracy,
+    logme,
+    nce,
+)
+
+__all__ = [
+    "Candidate",
+    "RankReport",
+    "h_score",
+    "knn_accuracy",
+    "labels_to_int",
+    "leep",
+    "linear_probe_accuracy",
+    "logme",
+    "nce",
+    "rank",
+]
