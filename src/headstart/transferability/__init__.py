@@ -1,6 +1,6 @@
 """Transferability: estimate, before fine-tuning, how well a pre-trained model suits a task."""
 
-from headstart.transferability.rank import Candidate, RankReport, rank
+from headstart.transferability.ranking import Candidate, RankReport, rank
 from headstart.transferability.scores import (
     h_score,
     knn_accuracy,
