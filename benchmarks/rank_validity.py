@@ -35,6 +35,7 @@ from scipy.stats import kendalltau
 from headstart import TransferClassifier
 from headstart.data import Dataset, from_memory, load_data
 from headstart.transferability import rank
+from headstart.transferability.ranking import Candidate, combine
 
 DATASETS = Path(os.environ.get("HEADSTART_SHARED_DATASETS", Path(__file__).resolve().parents[2] / "shared" / "datasets"))
 CANDIDATES = ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "mobilenet_v2"]
@@ -93,7 +94,20 @@ def run_set(name: str, strategy: str, epochs: int, cache: Path) -> dict[str, Any
     report = rank(train, [*CANDIDATES, "random:efficientnet_lite0"], cache=rank_cache, seed=0)
     rank_seconds = time.perf_counter() - t0
     by = {c.name: c for c in report.candidates}
+    return {"name": name, "n_train": len(train), "n_test": len(test), "strategy": strategy, "epochs": epochs,
+            "finetuned": finetuned, "finetune_seconds": ft_seconds, "rank_seconds": rank_seconds,
+            "recommended": report.recommended, "scores": {c: by[c].scores for c in by}}
+
+
+def evaluate(result: dict[str, Any]) -> dict[str, Any]:
+    """Kendall's τ, top-1 hits and the control's place for every score, recomputing the combined
+    score with the current weights from the stored single scores."""
+    cands = [Candidate(name, control=name.startswith("random:"), scores=scores)
+             for name, scores in result["scores"].items()]
+    combine(cands)
+    by = {c.name: c for c in cands}
     control = by["random:efficientnet_lite0"]
+    finetuned = result["finetuned"]
     best = max(finetuned.values())
     per_score: dict[str, Any] = {}
     for score in SCORES:
@@ -103,14 +117,10 @@ def run_set(name: str, strategy: str, epochs: int, cache: Path) -> dict[str, Any
         tau = kendalltau([values[c] for c in CANDIDATES], [finetuned[c] for c in CANDIDATES]).statistic
         top = max(CANDIDATES, key=lambda c: values[c])
         ctrl = control.combined if score == "combined" else control.scores.get(score)
-        control_last = None if ctrl is None else all(ctrl < values[c] for c in CANDIDATES)
         per_score[score] = {"tau": None if np.isnan(tau) else float(tau), "top": top,
                             "top_is_best": finetuned[top] == best, "top_within_1pt": finetuned[top] >= best - 0.01,
-                            "control_last": control_last}
-    return {"name": name, "n_train": len(train), "n_test": len(test), "strategy": strategy, "epochs": epochs,
-            "finetuned": finetuned, "finetune_seconds": ft_seconds, "rank_seconds": rank_seconds,
-            "recommended": report.recommended, "scores": {c: by[c].scores for c in by},
-            "combined": {c: by[c].combined for c in by}, "per_score": per_score}
+                            "control_last": None if ctrl is None else all(ctrl < values[c] for c in CANDIDATES)}
+    return per_score
 
 
 def summary(results: list[dict[str, Any]]) -> list[str]:
@@ -121,10 +131,11 @@ def summary(results: list[dict[str, Any]]) -> list[str]:
         lines.append(f"| {r['name']} ({r['n_train']} train) | "
                      + " | ".join(f"{r['finetuned'][c] * 100:.1f}" for c in CANDIDATES)
                      + f" | {r['recommended']} | {r['rank_seconds']:.0f} | {ft:.0f} | 1/{ft / r['rank_seconds']:.0f} |")
+    per = [evaluate(r) for r in results]
     lines += ["\n| score | mean Kendall τ | τ per dataset | top-1 is best | top-1 within 1 pt | control ranked last |",
               "| --- | --: | --- | --: | --: | --: |"]
     for score in SCORES:
-        rows = [r["per_score"][score] for r in results if score in r["per_score"]]
+        rows = [p[score] for p in per if score in p]
         if not rows:
             continue
         taus = [x["tau"] for x in rows if x["tau"] is not None]

@@ -159,22 +159,24 @@ def score_features(features: np.ndarray, y: np.ndarray, source_logits: np.ndarra
 
 def combine(candidates: list[Candidate]) -> None:
     """Set ``combined`` on the scored candidates: the weighted mean of each score's z-score across
-    the non-control candidates (scores some candidate lacks are left out for all of them)."""
+    the non-control candidates (scores some candidate lacks are left out for all of them; a
+    control is placed on the same scale with the scores it has)."""
     scored = [c for c in candidates if c.available and c.scores]
     peers = [c for c in scored if not c.control] or scored
     if not peers:
         return
     shared = [k for k in WEIGHTS if all(k in c.scores for c in peers)]
-    total = sum(WEIGHTS[k] for k in shared)
     stats = {}
     for k in shared:
         values = np.array([c.scores[k] for c in peers], dtype=np.float64)
         sd = float(values.std())
         stats[k] = (float(values.mean()), sd if sd > 1e-12 else 1.0)
     for c in scored:
-        if not all(k in c.scores for k in shared):
+        keys = [k for k in shared if k in c.scores]  # a control has no source head: no LEEP / NCE
+        if not keys or (not c.control and len(keys) < len(shared)):
             continue
-        c.combined = float(sum(WEIGHTS[k] * (c.scores[k] - stats[k][0]) / stats[k][1] for k in shared) / total)
+        weight = sum(WEIGHTS[k] for k in keys)
+        c.combined = float(sum(WEIGHTS[k] * (c.scores[k] - stats[k][0]) / stats[k][1] for k in keys) / weight)
 
 
 def _reason(best: Candidate, others: list[Candidate], control: Candidate | None) -> str:
