@@ -153,7 +153,7 @@ def table(rows: list[dict[str, Any]], search: list[dict[str, Any]], real: list[d
               "| --: | --: | --: | --: | --: | --: |"]
     for r in search:
         ex = r.get("exact_search_s")
-        lines.append(f"| {r['n']:,} | {ex if ex is None else f'{ex:.2f}'} | {r['ivf_search_s']:.2f} | "
+        lines.append(f"| {r['n']:,} | {'—' if ex is None else f'{ex:.2f}'} | {r['ivf_search_s']:.2f} | "
                      + (f"{ex / r['ivf_search_s']:.1f}× | {r['ivf_neighbour_recall']:.3f} | "
                         f"{r['exact_planted_recall']:.3f} / {r['ivf_planted_recall']:.3f} |" if ex is not None
                         else f"— | — | — / {r['ivf_planted_recall']:.3f} |"))
@@ -168,7 +168,7 @@ def table(rows: list[dict[str, Any]], search: list[dict[str, Any]], real: list[d
             lines.append(f"Exact search measured here grows as n^{e:.2f} from {pairs[0]['n']:,} to {pairs[-1]['n']:,}.")
     if real:
         lines += ["\n### real: mnist digits, efficientnet_lite0 features\n",
-                  "| items | embedding s (cold cache) | audit s (excluding embedding) | findings |",
+                  "| items | embedding s (near 0 when cached) | audit s (excluding embedding) | findings |",
                   "| --: | --: | --: | --- |"]
         for r in real:
             found = ", ".join(f"{k} {v}" for k, v in r["findings"].items()) or "none"
