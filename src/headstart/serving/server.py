@@ -1,0 +1,328 @@
+"""Running the service: ``serve`` (uvicorn with one or N worker processes on a socket it opens
+itself), JSON logging, graceful shutdown, and the ``headstart serve`` command.
+
+The application and its request validation are in :mod:`headstart.serving.service`; every worker
+builds it with :func:`headstart.serving.service.create_app_from_env`.
+"""
+
+import ipaddress
+import json
+import logging
+import logging.config
+import os
+import signal
+import socket
+import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from headstart import errors
+from headstart.errors import BundleError, ConfigError, HeadstartError
+
+if TYPE_CHECKING:
+    pass
+
+from headstart.serving.service import (
+    APP_FACTORY,
+    DEFAULT_MAX_BATCH,
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_TEXT_CHARS,
+    ENGINES,
+    ENV_BUNDLE,
+    ENV_ENGINE,
+    ENV_MAX_BATCH,
+    ENV_MAX_BODY_BYTES,
+    ENV_MAX_TEXT_CHARS,
+    ENV_STARTUP_REPORT,
+    ENV_THREADS,
+    LOG_LEVELS,
+    STARTUP_FAILURE,
+    Limits,
+    MiB,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, logger, pid, message, and the record's ``fields``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = {"ts": datetime.fromtimestamp(record.created, tz=timezone.utc).isoformat(timespec="milliseconds"),
+                "level": record.levelname.lower(), "logger": record.name, "pid": record.process,
+                "message": record.getMessage()}
+        line.update(getattr(record, "fields", None) or {})
+        if record.exc_info:
+            line["exc"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str)
+
+
+def log_config(level: str = "info") -> dict[str, Any]:
+    """Logging for a serving process: uvicorn's and headstart's records as JSON lines on stderr.
+
+    uvicorn's own access log is silenced: :class:`AccessLogMiddleware` writes a richer one. At
+    info, the rest of headstart logs warnings only (no per-batch feature lines between requests).
+    """
+    level = level.upper()
+    library = level if level == "DEBUG" else logging.getLevelName(max(logging.WARNING, logging.getLevelName(level)))
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": f"{__name__}.JsonLogFormatter"}},
+        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}},
+        "loggers": {
+            "uvicorn": {"handlers": ["stderr"], "level": level, "propagate": False},
+            "uvicorn.access": {"handlers": [], "level": "WARNING", "propagate": False},
+            "headstart": {"handlers": ["stderr"], "level": library, "propagate": False},
+            "headstart.serving": {"level": level},
+        },
+    }
+
+
+def serve(bundle: str | Path, *, host: str = "127.0.0.1", port: int = 8080, workers: int = 1, engine: str = "auto",
+          max_batch: int = DEFAULT_MAX_BATCH, max_body_mb: float = DEFAULT_MAX_BODY_BYTES / MiB,
+          max_text_chars: int = DEFAULT_MAX_TEXT_CHARS, threads: int = 1, max_connections: int | None = None,
+          graceful_timeout: int = 30, log_level: str = "info") -> None:
+    """Serve ``bundle`` over HTTP until SIGTERM or Ctrl+C; returns after a graceful shutdown.
+
+    Args:
+        bundle: A bundle folder written by ``headstart fit``.
+        host: Address to listen on; the loopback default accepts local connections only. Any other
+            address is logged as a warning: the service has no authentication.
+        port: TCP port (0: any free port, logged at startup).
+        workers: Processes, each loading its own engine.
+        engine: "auto", "torch", "onnx" or "onnx-int8".
+        max_batch: Most items per request.
+        max_body_mb: Largest request body, in MiB.
+        max_text_chars: Longest text item.
+        threads: Predictions at once per worker.
+        max_connections: Concurrent connections per worker before uvicorn answers 503 (None: no cap).
+        graceful_timeout: Seconds in-flight requests get to finish at shutdown.
+        log_level: "debug", "info" (access lines included), "warning", "error" or "critical".
+
+    Raises:
+        BundleError: The bundle is missing or cannot be loaded.
+        ConfigError: An argument is out of range.
+        HeadstartError: The server could not start (port in use...).
+
+    Example:
+        >>> serve("runs/spam", port=8080, workers=2)  # doctest: +SKIP
+    """
+    import uvicorn
+
+    env = _serve_env(bundle, engine=engine, max_batch=max_batch, max_body_mb=max_body_mb,
+                     max_text_chars=max_text_chars, threads=threads)
+    _check_serve_args(host=host, port=port, workers=workers, max_connections=max_connections,
+                      graceful_timeout=graceful_timeout, log_level=log_level)
+    logs = log_config(log_level)
+    logging.config.dictConfig(logs)
+    if not _is_loopback(host):
+        logger.warning("the service on %s has no authentication: anyone who can reach this address can use the "
+                       "model. Keep the default 127.0.0.1, or put an authenticating proxy in front.", host)
+    sock = _listen(host, port)
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(APP_FACTORY, factory=True, host=host, port=port, workers=workers, log_config=logs,
+                            log_level=log_level, access_log=False, timeout_graceful_shutdown=graceful_timeout,
+                            limit_concurrency=max_connections, server_header=False)
+    logger.info("listening on http://%s:%d", f"[{host}]" if ":" in host else host, port,
+                extra={"fields": {"bundle": env[ENV_BUNDLE], "workers": workers, "engine": engine}})
+    started, exit_code = True, 0
+    with _startup_report() as report, _environment({**env, ENV_STARTUP_REPORT: str(report)}):
+        try:
+            with _sigterm_exits_cleanly():
+                if workers == 1:
+                    server = uvicorn.Server(config)
+                    server.run(sockets=[sock])
+                    started = server.started
+                else:
+                    from uvicorn.supervisors import Multiprocess
+
+                    Multiprocess(config, sockets=[sock]).run()
+        except KeyboardInterrupt:  # Ctrl+C after the graceful shutdown: a normal stop
+            pass
+        except SystemExit as e:
+            exit_code = e.code
+        finally:
+            sock.close()
+        failure = report.read_text() if report.is_file() else ""
+    _raise_startup_failure(failure, exit_code if started else STARTUP_FAILURE, host, port)
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The listening socket, bound here rather than by uvicorn.
+
+    A listener uvicorn binds itself for ``--workers N`` has ``proto`` 0, so asyncio never sets
+    TCP_NODELAY on its connections and every keep-alive answer waits ~40 ms for the client's
+    delayed ACK (uvicorn issue #3149). Binding here also turns "port in use" into a clear error.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host.strip("[]"), port))
+    except OSError as e:
+        sock.close()
+        raise HeadstartError(f"cannot listen on {host}:{port}: {e.strerror or e}. Is the port already in use? "
+                             "Choose another --port.") from e
+    sock.set_inheritable(True)  # the worker processes serve on it
+    return sock
+
+
+@contextmanager
+def _startup_report() -> Iterator[Path]:
+    fd, name = tempfile.mkstemp(prefix="headstart-serve-", suffix=".json")
+    os.close(fd)
+    try:
+        yield Path(name)
+    finally:
+        Path(name).unlink(missing_ok=True)
+
+
+@contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    """``values`` in os.environ (read by create_app_from_env here and in spawned workers), then restored."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _serve_env(bundle: str | Path, *, engine: str, max_batch: int, max_body_mb: float, max_text_chars: int,
+               threads: int) -> dict[str, str]:
+    folder = Path(bundle)
+    if not folder.is_dir():
+        raise BundleError(f"bundle {folder} not found; pass the folder `headstart fit --out` wrote.")
+    if engine not in ENGINES:
+        raise ConfigError(f"engine must be one of {', '.join(ENGINES)}; got {engine!r}.")
+    if not 0 < max_body_mb <= 1024:
+        raise ConfigError(f"max_body_mb must be in (0, 1024]; got {max_body_mb!r}.")
+    limits = Limits(max_batch=max_batch, max_body_bytes=int(max_body_mb * MiB), max_text_chars=max_text_chars,
+                    threads=threads)
+    return {ENV_BUNDLE: str(folder.resolve()), ENV_ENGINE: engine, ENV_MAX_BATCH: str(limits.max_batch),
+            ENV_MAX_BODY_BYTES: str(limits.max_body_bytes), ENV_MAX_TEXT_CHARS: str(limits.max_text_chars),
+            ENV_THREADS: str(limits.threads)}
+
+
+def _check_serve_args(*, host: str, port: int, workers: int, max_connections: int | None, graceful_timeout: int,
+                      log_level: str) -> None:
+    problems = []
+    if not host:
+        problems.append("host is empty (use 127.0.0.1)")
+    if not isinstance(port, int) or not 0 <= port <= 65535:
+        problems.append(f"port must be in 0..65535, got {port!r}")
+    if not isinstance(workers, int) or workers < 1:
+        problems.append(f"workers must be >= 1, got {workers!r}")
+    if max_connections is not None and max_connections < 1:
+        problems.append(f"max_connections must be >= 1 (or None), got {max_connections!r}")
+    if graceful_timeout < 0:
+        problems.append(f"graceful_timeout must be >= 0 seconds, got {graceful_timeout!r}")
+    if log_level.lower() not in LOG_LEVELS:
+        problems.append(f"log_level must be one of {', '.join(LOG_LEVELS)}, got {log_level!r}")
+    if problems:
+        raise ConfigError("cannot serve: " + "; ".join(problems) + ".")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
+
+
+@contextmanager
+def _sigterm_exits_cleanly() -> Iterator[None]:
+    """After a graceful shutdown uvicorn re-raises SIGTERM to the handler it found; make that one a
+    no-op so a stopped service exits 0, not "killed by SIGTERM"."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, lambda *_: None)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_startup_failure(failure: str, exit_code: Any, host: str, port: int) -> None:
+    if failure:
+        report = json.loads(failure)
+        kind = getattr(errors, report["error"], None)
+        if isinstance(kind, type) and issubclass(kind, HeadstartError):
+            raise kind(report["message"])
+        raise HeadstartError(f"the service could not start: {report['error']}: {report['message']}")
+    if exit_code not in (None, 0):
+        raise HeadstartError(f"the service on {host}:{port} stopped with exit code {exit_code}; the log above says "
+                             "why.")
+
+
+# ---------------------------------------------------------------------------------- command
+class EngineName(str, Enum):
+    auto = "auto"
+    torch = "torch"
+    onnx = "onnx"
+    onnx_int8 = "onnx-int8"
+
+
+class LogLevel(str, Enum):
+    debug = "debug"
+    info = "info"
+    warning = "warning"
+    error = "error"
+
+
+def serve_command(
+    bundle: Annotated[Path, typer.Argument(help="A bundle folder written by `headstart fit`.")],
+    host: Annotated[str, typer.Option(help="Address to listen on. The default 127.0.0.1 accepts connections from this machine only; 0.0.0.0 (or any other address) opens the service, which has NO authentication, to the network (a warning is logged): put an authenticating proxy in front.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port; 0 picks a free one (logged at startup).")] = 8080,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes, each with its own copy of the model; connections are spread over them.")] = 1,
+    engine: Annotated[EngineName, typer.Option(help="Inference engine: auto is onnx when the bundle has been exported (`headstart export`), else torch; onnx-int8 needs `export --quantize int8`.")] = EngineName.auto,
+    max_batch: Annotated[int, typer.Option("--max-batch", min=1, help="Most items in one request (more: 413).")] = DEFAULT_MAX_BATCH,
+    max_body_mb: Annotated[float, typer.Option("--max-body-mb", min=0.001, max=1024, help="Largest request body in MiB, enforced while it streams in (more: 413).")] = DEFAULT_MAX_BODY_BYTES / MiB,
+    max_text_chars: Annotated[int, typer.Option("--max-text-chars", min=1, help="Longest text item in characters (more: 413).")] = DEFAULT_MAX_TEXT_CHARS,
+    threads: Annotated[int, typer.Option(min=1, help="Predictions running at once per worker; further requests wait their turn.")] = 1,
+    max_connections: Annotated[int | None, typer.Option("--max-connections", min=1, help="Concurrent connections per worker beyond which uvicorn answers 503 (default: no cap).")] = None,
+    graceful_timeout: Annotated[int, typer.Option("--graceful-timeout", min=0, help="Seconds in-flight requests get to finish after SIGTERM or Ctrl+C.")] = 30,
+    log_level: Annotated[LogLevel, typer.Option("--log-level", help="info logs one JSON line per request; warning keeps only problems.")] = LogLevel.info,
+) -> None:
+    """Serve a bundle over HTTP: POST /predict, GET /health, GET /metadata.
+
+    POST /predict takes {"texts": [...]} (text bundles), or {"images": ["<base64>", ...]} or
+    multipart/form-data with one `files` part per image (image bundles), and answers
+    {"predictions": [{"label", "confidence", "probabilities"}, ...], "engine", "model"} in input
+    order. GET /health answers {"status": "ok", "engine", "uptime_s"}; GET /metadata the labels,
+    backbone, metrics, verdict and limits.
+
+    Errors are JSON {"error": {"code", "message"}}: 400 malformed JSON or multipart; 404 unknown
+    path; 405 wrong method; 413 body over --max-body-mb, more items than --max-batch, a text over
+    --max-text-chars or an image over 25 megapixels; 415 content type other than JSON (or
+    multipart, for images); 422 missing, unknown or wrong field, not a list, empty list, empty
+    text, undecodable base64 or image; 500 internal error (details in the log only); 503 over
+    --max-connections.
+
+    Logs go to stderr as JSON lines, one per request (method, path, status, duration_ms, n_items,
+    client, request_id); every answer carries X-Request-ID. SIGTERM or Ctrl+C stops the service
+    gracefully: it stops accepting connections and lets in-flight requests finish.
+
+    Exit codes: 0 after a graceful stop, 1 when the service cannot start (no bundle, engine
+    cannot load, port in use), 2 usage.
+
+    Example: headstart serve runs/spam --port 8080 --workers 2
+    """
+    serve(bundle, host=host, port=port, workers=workers, engine=engine.value, max_batch=max_batch,
+          max_body_mb=max_body_mb, max_text_chars=max_text_chars, threads=threads,
+          max_connections=max_connections, graceful_timeout=graceful_timeout, log_level=log_level.value)
