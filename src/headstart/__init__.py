@@ -9,13 +9,14 @@ Example:
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 # ``headstart.audit`` is the function (the public API); its modules stay importable as
-# ``from headstart.audit.base import ...``.
+# ``from headstart.audit.base import ...``. It is imported eagerly (it needs only numpy and
+# PIL) so the submodule can never shadow the function.
 from headstart.audit import audit
-from headstart.backbones import create_backbone, list_backbones
-from headstart.classifier import TransferClassifier
 from headstart.data import Dataset, load_data
 from headstart.errors import (
     BackboneError,
@@ -27,7 +28,20 @@ from headstart.errors import (
     NotFittedError,
 )
 
+if TYPE_CHECKING:
+    from headstart.backbones import create_backbone, list_backbones
+    from headstart.classifier import TransferClassifier
+
 __version__ = "0.1.0"
+
+# Names that need torch are imported on first use (PEP 562), so that ``import headstart`` and
+# the ONNX inference path (``headstart.serving.engine``) start without loading torch, timm,
+# transformers or scikit-learn. Explicit name -> module table; nothing else is forwarded.
+_LAZY = {
+    "TransferClassifier": "headstart.classifier",
+    "create_backbone": "headstart.backbones",
+    "list_backbones": "headstart.backbones",
+}
 
 __all__ = [
     "BackboneError",
@@ -46,6 +60,19 @@ __all__ = [
     "load",
     "load_data",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'headstart' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups are plain attribute reads
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 
 def load(path: str | Path) -> TransferClassifier:

@@ -315,8 +315,11 @@ def fit(
         return  # under `accelerate launch`, one process writes the bundle and reports
     from headstart.evaluation.proof import prove
 
+    # How to load the data and re-create its split (export measures int8 accuracy on the same
+    # held-out items): the columns, the absolute path and the split shares (the seed is `seed`).
     loader = {"text_col": text_col, "image_col": image_col, "label_col": label_col, "split_col": split_col,
-              "slice_cols": slice_col or []}
+              "slice_cols": slice_col or [], "path": str(data.resolve()), "val_fraction": val_fraction,
+              "test_fraction": test_fraction}
     command = shlex.join(["headstart", *(ctx.obj or {}).get("argv", sys.argv[1:])])
     step = (lambda _msg: None) if quiet else (lambda msg: render.stderr.print(f"[dim]· {msg}[/]", highlight=False))
     evidence = prove(clf, dataset, compare=compare, learning_curve=learning_curve, scratch_budget=scratch_budget,
@@ -438,29 +441,37 @@ def runs(
 
 
 # -------------------------------------------------------------------- predict
+class EngineChoice(str, Enum):
+    auto = "auto"
+    torch = "torch"
+    onnx = "onnx"
+    onnx_int8 = "onnx-int8"
+
+
 @app.command()
 def predict(
     bundle: Annotated[Path, typer.Argument(help="A bundle folder written by `headstart fit`.")],
     inputs: Annotated[list[str] | None, typer.Argument(help="Image files/folders, a table, or '-' (default) for text lines on stdin.")] = None,
+    engine: Annotated[EngineChoice, typer.Option(help="auto: onnx when the bundle has been exported (`headstart export`), else torch; onnx-int8 needs `export --quantize int8`.")] = EngineChoice.auto,
     text_col: TextCol = None,
     image_col: ImageCol = None,
     batch_size: BatchSize = 32,
-    device: Device = "auto",
+    device: Annotated[str, typer.Option(help="torch engine: auto (CUDA when present), cpu, cuda, cuda:N.")] = "auto",
     cache_dir: CacheDir = None,
     no_cache: NoCache = False,
     quiet: Quiet = False,
     json_: Json = False,
 ) -> None:
     """Predict labels (and probabilities) for new items."""
-    from headstart import load
     from headstart.cli.inputs import read_inputs
+    from headstart.serving.engine import load_engine
 
     progress = _setup(quiet)
-    clf = load(bundle)
-    clf.set_params(batch_size=batch_size, device=device, cache=_cache_arg(cache_dir, no_cache))
-    dataset = read_inputs(inputs or ["-"], clf.backbone_.spec.modality, text_col=text_col, image_col=image_col)
-    proba = clf.predict_proba(dataset, progress=progress)
-    classes = [c.item() if hasattr(c, "item") else c for c in clf.classes_]
+    runner = load_engine(bundle, engine.value, batch_size=batch_size, device=device,
+                         cache=_cache_arg(cache_dir, no_cache))
+    dataset = read_inputs(inputs or ["-"], runner.modality, text_col=text_col, image_col=image_col)
+    proba = _predict_with_progress(runner, dataset.items, progress)
+    classes = runner.classes
     rows = []
     for loc, item, p in zip(dataset.locators, dataset.items, proba):
         best = int(p.argmax())
@@ -468,7 +479,7 @@ def predict(
                      "label": classes[best], "confidence": float(p[best]),
                      "probabilities": {str(c): float(v) for c, v in zip(classes, p)}})
     if json_:
-        render.print_json({"bundle": str(bundle), "predictions": rows})
+        render.print_json({"bundle": str(bundle), "engine": runner.name, "predictions": rows})
         return
     table = Table(show_header=True)
     table.add_column("item")
@@ -477,6 +488,24 @@ def predict(
     for r in rows:
         table.add_row(r["item"], str(r["label"]), f"{r['confidence']:.3f}")
     render.stdout.print(table)
+
+
+def _predict_with_progress(runner: Any, items: list[Any], progress: render.RichProgress | None) -> Any:
+    """``runner.predict_proba`` in chunks, advancing the progress bar (one chunk: no bar)."""
+    import numpy as np
+
+    chunk = runner.batch_size * 8
+    if progress is None or len(items) <= chunk:
+        return runner.predict_proba(items)
+    parts = []
+    progress.start(f"predict · {runner.name}", len(items))
+    try:
+        for start in range(0, len(items), chunk):
+            parts.append(runner.predict_proba(items[start:start + chunk]))
+            progress.advance(len(parts[-1]))
+    finally:
+        progress.finish()
+    return np.concatenate(parts)
 
 
 def render_item(item: Any, locator: str) -> str:
@@ -525,6 +554,68 @@ def evaluate(
         render.print_json({"bundle": str(bundle), "data": str(data), "split": split or "all", "metrics": metrics})
         return
     render.metrics_tables(metrics, f"{data}" + (f" ({split} split)" if split else ""))
+
+
+# --------------------------------------------------------------------- export
+class Quantize(str, Enum):
+    int8 = "int8"
+
+
+@app.command()
+def export(
+    bundle: Annotated[Path, typer.Argument(help="A bundle folder written by `headstart fit`.")],
+    quantize: Annotated[Quantize | None, typer.Option(help="Also write model.int8.onnx (text: dynamic quantization; images: static, calibrated on training images) and report its held-out accuracy, size and speed change.")] = None,
+    data: Annotated[Path | None, typer.Option(help="Real items for the parity check and the int8 accuracy (default: the data the bundle was fitted on).")] = None,
+    opset: Annotated[int | None, typer.Option(min=7, help="ONNX opset (default: the exporter's).")] = None,
+    quiet: Quiet = False,
+    json_: Json = False,
+) -> None:
+    """Add model.onnx to a bundle (backbone + head + softmax, dynamic batch), checked against PyTorch:
+    the export fails, and the bundle is unchanged, if any probability differs by more than 1e-4."""
+    from headstart.serving.export import export_onnx
+
+    _setup(quiet)
+    if not quiet:
+        render.stderr.print("[dim]· exporting and checking parity (PyTorch vs ONNX on real items)...[/]",
+                            highlight=False)
+    summary = export_onnx(bundle, quantize=quantize.value if quantize else None, data=data, opset=opset)
+    if json_:
+        render.print_json(summary)
+        return
+    _print_export(summary)
+
+
+def _print_export(summary: dict[str, Any]) -> None:
+    parity, speed = summary["parity"], summary["speed"]["batch1_ms"]
+    files = ", ".join(f"{name} {size / 1e6:.1f} MB" for name, size in summary["files"].items())
+    render.stdout.print(f"[bold]bundle[/]    {summary['bundle']} ({files})", highlight=False)
+    render.stdout.print(f"[bold]onnx[/]      {summary['onnx']['file']}, opset {summary['onnx']['opset']}, inputs "
+                        + ", ".join(f"{i['name']} {i['shape']}" for i in summary["onnx"]["inputs"]), highlight=False)
+    render.stdout.print(f"[bold]parity[/]    max |Δp| {parity['max_abs_diff']:.2e} ≤ {parity['tolerance']:g} on "
+                        f"{parity['items']} items of {parity['data']} (labels agree: {parity['labels_agree']:.0%})",
+                        highlight=False)
+    table = Table(title="latency, one item per call (median)", title_justify="left")
+    for col in ("engine", "ms / item", "vs torch"):
+        table.add_column(col, justify="left" if col == "engine" else "right")
+    for name, ms in speed.items():
+        table.add_row(name, f"{ms:.1f}", f"{speed['torch'] / ms:.2f}×")
+    render.stdout.print(table)
+    int8 = summary.get("int8")
+    if int8:
+        acc = int8["accuracy"]
+        render.stdout.print(f"[bold]int8[/]      {int8['file']}: {int8['size_ratio']:.2f}× the size, "
+                            f"{int8['speedup_vs_onnx']:.2f}× the batch-1 speed of fp32 ONNX", highlight=False)
+        if acc["available"]:
+            render.stdout.print(f"          accuracy {acc['onnx']:.3f} → {acc['onnx-int8']:.3f} (Δ {acc['delta']:+.3f}; "
+                                f"predictions agree {acc['agreement']:.1%}) on {acc['evaluated_on']}", highlight=False)
+        else:
+            render.stdout.print(f"          accuracy change not measured: {acc['reason']}", highlight=False)
+
+
+# ---------------------------------------------------------------------- serve
+from headstart.serving.server import serve_command  # noqa: E402  (light: FastAPI is imported inside)
+
+app.command("serve")(serve_command)
 
 
 # ---------------------------------------------------------------------- cache

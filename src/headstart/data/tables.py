@@ -5,13 +5,14 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from headstart.data.dataset import Dataset
 from headstart.data.splits import normalize_split_name
 from headstart.errors import DataError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".ndjson", ".json", ".parquet", ".pq")
 _IMAGE_COLUMN_GUESSES = ("image", "image_path", "path", "file", "filepath", "filename")
@@ -24,6 +25,8 @@ def is_table(path: Path) -> bool:
 
 def read_table(path: str | Path) -> pd.DataFrame:
     """Read a table by its extension, with an error that names the file and the problem."""
+    import pandas as pd  # here, not at module level: the ONNX inference path never reads tables
+
     p = Path(path)
     if not p.is_file():
         raise DataError(f"table {p} does not exist.")
@@ -52,6 +55,8 @@ def _missing(value: Any) -> bool:
         return True
     if isinstance(value, float) and math.isnan(value):
         return True
+    import pandas as pd
+
     return bool(pd.api.types.is_scalar(value) and pd.isna(value))
 
 

@@ -1,0 +1,353 @@
+"""``headstart export``: the whole inference graph to ONNX, checked against PyTorch, optionally int8.
+
+The graph is the bundle's fitted backbone (fine-tuned weights, LoRA already merged at fit
+time) + the linear head (with its feature standardisation) + softmax, from preprocessed
+tensors to probabilities, with a dynamic batch axis (and a dynamic sequence axis for text).
+What cannot live in the graph (image decoding, resize, crop and normalisation; tokenisation)
+is described in the manifest and replayed by the ONNX engine
+(:mod:`headstart.serving.preprocessing`).
+
+After exporting, both engines predict the same real items and the export fails, leaving the
+bundle untouched, when any probability differs by more than :data:`PARITY_TOLERANCE`. The
+bundle is updated like it is written: in a copy beside it, verified, then swapped in by
+renames, so a reader sees the old bundle or the new one, never half of one.
+
+Example:
+    >>> from headstart.serving.export import export_onnx
+    >>> summary = export_onnx("runs/spam", quantize="int8")       # doctest: +SKIP
+    >>> summary["parity"]["max_abs_diff"] <= 1e-4                 # doctest: +SKIP
+    True
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import shutil
+import statistics
+import time
+import uuid
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from headstart.atomic import swap_into_place
+from headstart.bundle import MANIFEST, file_sha256, load_bundle, manifest_digest, read_manifest
+from headstart.data import Dataset, assign_splits, load_data
+from headstart.errors import BundleError, ConfigError, DataError
+from headstart.provenance import utc_now
+from headstart.serving.engine import OUTPUT, Engine, OnnxEngine, TorchEngine
+from headstart.serving.preprocessing import TEXT_INPUTS, decode_image, describe_image, describe_text
+
+logger = logging.getLogger(__name__)
+
+PARITY_TOLERANCE = 1e-4
+QUANTIZE = ("int8",)
+ONNX_FILE = "model.onnx"
+INT8_FILE = "model.int8.onnx"
+TOKENIZER_FILE = "tokenizer.json"
+# Split shares `headstart fit` used before bundles recorded them (its defaults).
+DEFAULT_FRACTIONS = {"val_fraction": 0.1, "test_fraction": 0.2}
+CALIBRATION_ITEMS = 128  # images that calibrate static int8 activation ranges
+
+
+class InferenceGraph(nn.Module):
+    """Preprocessed tensors -> class probabilities: backbone features, head, softmax."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Module, input_names: list[str]) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+        self.input_names = input_names
+        self.image = backbone.spec.modality == "image"
+
+    def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
+        batch = tensors[0] if self.image else dict(zip(self.input_names, tensors))
+        return torch.softmax(self.head(self.backbone.forward_features(batch)), dim=1)
+
+
+def export_onnx(bundle: str | Path, *, quantize: str | None = None, data: str | Path | None = None,
+                opset: int | None = None, parity_items: int = 32) -> dict[str, Any]:
+    """Add ``model.onnx`` (and with ``quantize="int8"`` ``model.int8.onnx``) to a bundle.
+
+    Args:
+        bundle: a bundle folder.
+        quantize: ``"int8"`` for an int8 model as well (text: onnxruntime dynamic quantization;
+            images: static QDQ quantization calibrated on training images, see
+            :mod:`headstart.serving.quantize`); ``None`` for fp32 only (an int8 file from an
+            earlier export is then removed: it no longer matches).
+        data: real items for the parity check and the int8 accuracy (a table or image folder like
+            the fit's); default: the data the bundle was fitted on, if it is still there.
+        opset: ONNX opset (default: the exporter's).
+        parity_items: how many real items the parity check compares.
+
+    Returns:
+        A summary: files and sizes, the parity check, batch-1 latency per engine and, for int8,
+        the size, speed and held-out accuracy changes.
+
+    Raises:
+        BundleError: parity fails (the bundle is left unchanged), or no real data is found.
+    """
+    started = time.perf_counter()
+    if quantize not in (None, *QUANTIZE):
+        raise ConfigError(f"quantize={quantize!r}; use one of {', '.join(QUANTIZE)} or None.")
+    if parity_items < 2:
+        raise ConfigError(f"parity_items={parity_items}; compare at least 2 items.")
+    folder = Path(bundle)
+    manifest = read_manifest(folder)
+    dataset, data_note = _real_data(folder, manifest, data)
+    clf = load_bundle(folder)
+    torch_engine = TorchEngine(folder, manifest, batch_size=32, device="cpu", cache=False, classifier=clf)
+    # Everything is written into a copy, verified, then swapped in by renames.
+    tmp = folder.parent / f".{folder.name}.export-{uuid.uuid4().hex[:8]}"
+    shutil.copytree(folder, tmp)
+    try:
+        summary = _export_into(tmp, manifest, torch_engine, dataset, data_note, quantize=quantize, opset=opset,
+                               parity_items=parity_items)
+        read_manifest(tmp)  # what a reader will verify, before it replaces the bundle
+        swap_into_place(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    logger.info("exported %s (parity %.2e)", folder / ONNX_FILE, summary["parity"]["max_abs_diff"])
+    return {"bundle": str(folder), **summary, "seconds": round(time.perf_counter() - started, 1)}
+
+
+def _export_into(tmp: Path, manifest: dict[str, Any], torch_engine: TorchEngine, dataset: Dataset, note: str, *,
+                 quantize: str | None, opset: int | None, parity_items: int) -> dict[str, Any]:
+    """Export, check parity, quantize and rewrite the manifest, all inside the copy ``tmp``."""
+    items = _spread(dataset, parity_items)
+    reference = torch_engine.predict_proba(items)
+    entry = _export_graph(torch_engine.classifier, tmp, items[:2], opset)
+    for stale in (ONNX_FILE, INT8_FILE, TOKENIZER_FILE):
+        manifest["files"].pop(stale, None)
+    if not quantize:
+        (tmp / INT8_FILE).unlink(missing_ok=True)
+    manifest["onnx"] = entry
+    _list_files(manifest, tmp, [ONNX_FILE] + ([TOKENIZER_FILE] if (tmp / TOKENIZER_FILE).is_file() else []))
+    entry.update(manifest["files"][ONNX_FILE])
+    onnx_engine = OnnxEngine(tmp, manifest, batch_size=5)  # odd size: the last batch is ragged
+    parity = entry["parity"] = _parity(reference, onnx_engine.predict_proba(items), len(items), note)
+    if parity["max_abs_diff"] > PARITY_TOLERANCE:
+        raise BundleError(
+            f"ONNX export of {torch_engine.folder} failed the parity check: probabilities differ from "
+            f"PyTorch's by up to {parity['max_abs_diff']:.2e} (> {PARITY_TOLERANCE:g}) on {len(items)} items "
+            f"of {note}. The bundle is unchanged; use --engine torch, and report this with the bundle's "
+            "backbone name."
+        )
+    speed_items = items[: min(16, len(items))]
+    speed = {"torch": _latency_ms(torch_engine, speed_items), "onnx": _latency_ms(onnx_engine, speed_items)}
+    int8 = _quantize(tmp, manifest, dataset, note, onnx_engine, speed_items, speed) if quantize else None
+    entry["speed"] = {"batch1_ms": speed}
+    _write_manifest(tmp, manifest)
+    return {
+        "files": {name: f["bytes"] for name, f in manifest["files"].items()},
+        "onnx": {k: entry[k] for k in ("file", "bytes", "opset", "exporter", "inputs")},
+        "parity": parity,
+        "speed": {"batch1_ms": speed, "onnx_speedup_vs_torch": round(speed["torch"] / speed["onnx"], 2)},
+        "int8": int8,
+    }
+
+
+# ------------------------------------------------------------------ the graph
+def _export_graph(clf: Any, folder: Path, example: list[Any], opset: int | None) -> dict[str, Any]:
+    """Write ``model.onnx`` (+ ``tokenizer.json``) into ``folder``; return the manifest entry."""
+    import onnx
+
+    backbone, head = clf.backbone_.to("cpu").eval(), clf.head_.to("cpu").eval()
+    modality = backbone.spec.modality
+    # The torch path's own preprocessing of real items: the example inputs, and (for text) the
+    # tokenizer state that describe_text records.
+    if modality == "image":
+        batch = {"pixel_values": backbone.preprocess([decode_image(item, i) for i, item in enumerate(example)])}
+        preprocessing = describe_image(backbone.transform)
+        axes = {"pixel_values": {0: "batch"}}
+    else:
+        encoded = backbone.preprocess(list(example))
+        batch = {k: v for k, v in encoded.items() if k in TEXT_INPUTS}
+        preprocessing = describe_text(backbone.tokenizer, list(batch), file=TOKENIZER_FILE)
+        backbone.tokenizer.backend_tokenizer.save(str(folder / TOKENIZER_FILE))
+        axes = {k: {0: "batch", 1: "sequence"} for k in batch}
+    names = list(batch)
+    graph = InferenceGraph(backbone, head, names).eval()
+    dims = {"batch": torch.export.Dim("batch", min=1, max=1 << 16)}
+    if modality == "text":
+        dims["sequence"] = torch.export.Dim("sequence", min=1, max=int(backbone.max_length))
+    shapes = tuple({axis: dims[label] for axis, label in axes[name].items()} for name in names)
+    path = folder / ONNX_FILE
+    chatter = io.StringIO()
+    # dynamo=True (torch.export + onnxscript) writes one self-contained file (external_data=False: a
+    # bundle holds no .data side files); the batch (and sequence) axes stay symbolic.
+    with torch.no_grad(), warnings.catch_warnings(record=True) as caught, contextlib.redirect_stdout(chatter):
+        warnings.simplefilter("always")
+        try:
+            torch.onnx.export(graph, tuple(batch[n] for n in names), str(path), dynamo=True, external_data=False,
+                              input_names=names, output_names=[OUTPUT], dynamic_shapes={"tensors": shapes},
+                              opset_version=opset, verbose=False)
+        except Exception as e:  # torch.export / onnxscript raise many kinds
+            summary = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise BundleError(f"torch.onnx could not export backbone {backbone.spec.name!r}: {summary}. "
+                              "Use --engine torch for this bundle.") from e
+    for w in caught:
+        logger.debug("torch.onnx: %s", w.message)
+    logger.debug("torch.onnx output: %s", chatter.getvalue())
+    model = onnx.load(str(path), load_external_data=False)
+    return {
+        "file": ONNX_FILE,
+        "opset": next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
+        "exporter": f"torch.onnx.export(dynamo=True), torch {torch.__version__}",
+        "created": utc_now(),
+        "inputs": [{"name": n, "dtype": str(batch[n].dtype).replace("torch.", ""),
+                    "shape": [axes[n].get(i, int(s)) for i, s in enumerate(batch[n].shape)]} for n in names],
+        "output": {"name": OUTPUT, "dtype": "float32", "shape": ["batch", int(head.n_classes)],
+                   "meaning": "softmax probabilities, columns in the manifest's label order"},
+        "preprocessing": preprocessing,
+    }
+
+
+def _list_files(manifest: dict[str, Any], folder: Path, names: list[str]) -> None:
+    for name in names:
+        manifest["files"][name] = {"sha256": file_sha256(folder / name), "bytes": (folder / name).stat().st_size}
+
+
+def _write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
+    manifest.pop("manifest_sha256", None)
+    manifest["manifest_sha256"] = manifest_digest(json.loads(json.dumps(manifest, default=str)))
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+
+
+# ------------------------------------------------------------------ real items
+def _real_data(folder: Path, manifest: dict[str, Any], data: str | Path | None) -> tuple[Dataset, str]:
+    """The data for parity and accuracy: ``data``, else the fit's data if it is still there."""
+    loader = manifest.get("loader") or {}
+    if data is None:
+        recorded = [p for p in (loader.get("path"), (manifest.get("data") or {}).get("source")) if p]
+        found = next((Path(p) for p in recorded if Path(p).exists()), None)
+        if found is None:
+            where = f" ({recorded[-1]})" if recorded else ""
+            raise BundleError(
+                f"export checks the ONNX model against PyTorch on real items, but the data {folder} was fitted "
+                f"on{where} is not found here. Pass some with --data DATA (a table or image folder like the "
+                "fit's; labeled if you want the int8 accuracy)."
+            )
+        data = found
+    source = Path(data)
+    options: dict[str, Any] = {}
+    if not source.is_dir():
+        options = {"text_col": loader.get("text_col"), "image_col": loader.get("image_col"),
+                   "split_col": loader.get("split_col"), "require_labels": False}
+    dataset = load_data(source, label_col=loader.get("label_col") or "label", **options)
+    if dataset.modality != manifest["modality"]:
+        raise DataError(f"{source} holds {dataset.modality} but {folder} takes {manifest['modality']}; "
+                        "pass data like the fit's with --data.")
+    return dataset, str(source)
+
+
+def _spread(dataset: Dataset, n: int) -> list[Any]:
+    """``n`` items spread over the data (texts: over their lengths, so the longest, truncated one is in)."""
+    order = list(range(len(dataset)))
+    if dataset.modality == "text":
+        order.sort(key=lambda i: len(dataset.items[i]))
+    picks = sorted({order[round(float(j))] for j in np.linspace(0, len(order) - 1, min(n, len(order)))})
+    return [dataset.items[i] for i in picks]
+
+
+def _held_out(manifest: dict[str, Any], dataset: Dataset, note: str) -> tuple[Dataset | None, str]:
+    """The fit's held-out test split (re-created from the manifest when the data had no split of
+    its own), a labeled data set's own test split, or all of other labeled data."""
+    if dataset.labels is None:
+        return None, f"{note} has no labels"
+    fingerprint = (manifest.get("data") or {}).get("fingerprint")
+    if dataset.splits is not None:
+        test, same = dataset.split("test"), dataset.fingerprint() == fingerprint
+        if len(test):
+            fit = "; the fit's held-out split: fingerprint matches" if same else ""
+            return test, f"the test split of {note} ({len(test)} items{fit})"
+        if same:
+            return None, f"the fit had no held-out test split ({note})"
+        return dataset, f"all {len(dataset)} items of {note} (it has no test split)"
+    loader = manifest.get("loader") or {}
+    fractions = {k: loader.get(k, v) for k, v in DEFAULT_FRACTIONS.items()}
+    with contextlib.suppress(DataError):
+        assign_splits(dataset, seed=int(manifest.get("seed") or 0), **fractions)
+        if dataset.fingerprint() == fingerprint:
+            test = dataset.split("test")
+            if not len(test):
+                return None, f"the fit had no held-out test split ({note})"
+            defaults = "" if "test_fraction" in loader else " (fit's defaults: bundle predates recording them)"
+            return test, (f"the fit's held-out test split of {note}, re-created ({len(test)} items; seed "
+                          f"{manifest.get('seed')}, val {fractions['val_fraction']}, test "
+                          f"{fractions['test_fraction']}{defaults}; fingerprint matches)")
+    dataset.splits = None
+    return dataset, (f"all {len(dataset)} items of {note} (not the data the bundle was fitted on, or split "
+                     "differently: fingerprints differ, so its held-out split cannot be re-created)")
+
+
+def _parity(reference: np.ndarray, onnx: np.ndarray, n: int, note: str) -> dict[str, Any]:
+    return {
+        "max_abs_diff": float(np.abs(reference - onnx).max()),
+        "tolerance": PARITY_TOLERANCE,
+        "items": n,
+        "labels_agree": float((reference.argmax(1) == onnx.argmax(1)).mean()),
+        "data": note,
+    }
+
+
+def _latency_ms(engine: Engine, items: list[Any], warmup: int = 2) -> float:
+    """Median wall time of ``predict_proba([item])`` (preprocessing included), in milliseconds."""
+    for item in items[:warmup]:
+        engine.predict_proba([item])
+    times = []
+    for item in items:
+        t = time.perf_counter()
+        engine.predict_proba([item])
+        times.append(time.perf_counter() - t)
+    return round(statistics.median(times) * 1000, 3)
+
+
+# ------------------------------------------------------------------ int8
+def _quantize(folder: Path, manifest: dict[str, Any], dataset: Dataset, note: str, fp32: OnnxEngine,
+              speed_items: list[Any], speed: dict[str, float]) -> dict[str, Any]:
+    """``model.int8.onnx`` (see :mod:`headstart.serving.quantize`): size, batch-1 speed and held-out
+    accuracy change against fp32 ONNX."""
+    from headstart.serving.quantize import quantize_dynamic_int8, quantize_static_int8
+
+    test, where = _held_out(manifest, dataset, note)
+    if manifest["modality"] == "image":
+        # Calibrate on training items only (the fit's train split when it was re-created).
+        pool = dataset.split("train") if dataset.splits is not None else dataset
+        items = _spread(pool, CALIBRATION_ITEMS)
+        feeds = [fp32.preprocess([decode_image(item, i) for i, item in enumerate(items[k:k + 16], k)])
+                 for k in range(0, len(items), 16)]
+        method = quantize_static_int8(folder / ONNX_FILE, folder / INT8_FILE, feeds)
+    else:
+        method = quantize_dynamic_int8(folder / ONNX_FILE, folder / INT8_FILE)
+    _list_files(manifest, folder, [INT8_FILE])
+    fp32_bytes, int8_bytes = manifest["files"][ONNX_FILE]["bytes"], manifest["files"][INT8_FILE]["bytes"]
+    entry = {"file": INT8_FILE, **manifest["files"][INT8_FILE], "method": method}
+    manifest["onnx"]["int8"] = entry
+    int8 = OnnxEngine(folder, manifest, batch_size=32, quantized=True)
+    speed["onnx-int8"] = _latency_ms(int8, speed_items)
+    entry["size_ratio"] = round(int8_bytes / fp32_bytes, 3)
+    entry["speedup_vs_onnx"] = round(speed["onnx"] / speed["onnx-int8"], 2)
+    if test is None:
+        entry["accuracy"] = {"available": False, "reason": f"no labeled held-out data: {where}; pass --data "
+                             "with labeled items to measure it."}
+    else:
+        labels = [str(v) for v in test.labels]
+        p32, p8 = fp32.predict_proba(test.items), int8.predict_proba(test.items)
+        pred32 = [str(fp32.classes[i]) for i in p32.argmax(1)]
+        pred8 = [str(fp32.classes[i]) for i in p8.argmax(1)]
+        acc32 = float(np.mean([a == b for a, b in zip(pred32, labels)]))
+        acc8 = float(np.mean([a == b for a, b in zip(pred8, labels)]))
+        entry["accuracy"] = {"available": True, "evaluated_on": where, "items": len(labels), "onnx": acc32,
+                             "onnx-int8": acc8, "delta": acc8 - acc32,
+                             "agreement": float(np.mean([a == b for a, b in zip(pred32, pred8)])),
+                             "max_abs_diff": float(np.abs(p32 - p8).max())}
+    return {k: v for k, v in entry.items() if k != "sha256"}

@@ -1,0 +1,210 @@
+"""Preprocessing outside the graph, described as data and replayed without torch.
+
+An exported bundle's graph starts at tensors: images arrive resized, cropped and normalised,
+texts arrive tokenised. What happens before that is written into the manifest
+(``manifest["onnx"]["preprocessing"]``) by :func:`describe_image` / :func:`describe_text`
+when exporting, read from the *torch* pipeline's own objects (timm's eval transform, the
+Hugging Face tokenizer's settings), and replayed here with numpy, PIL and ``tokenizers`` only,
+so an inference process never imports torch.
+
+Images follow torchvision exactly: ``Resize`` (shorter side, or an exact size) with the same PIL
+filter, ``CenterCrop`` (zero padding when the crop is larger), ``ToTensor`` (÷255 in float32)
+and ``Normalize`` (float32), channels RGB, layout NCHW. Texts use the backbone's own
+``tokenizer.json`` with its truncation and padding settings.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from headstart.data.items import open_image
+from headstart.errors import BundleError, DataError
+
+# torchvision InterpolationMode value -> PIL filter (torchvision's own ``pil_modes_mapping``).
+PIL_FILTERS = {
+    "nearest": Image.Resampling.NEAREST,
+    "nearest-exact": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "box": Image.Resampling.BOX,
+    "hamming": Image.Resampling.HAMMING,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+# ------------------------------------------------------------------ describing (at export)
+def describe_image(transform: Any) -> dict[str, Any]:
+    """The steps of a torchvision ``Compose`` eval transform as data.
+
+    Only the steps this module can replay exactly are accepted (Resize, CenterCrop,
+    ToTensor/MaybeToTensor, Normalize); anything else raises, so an export never ships a
+    preprocessing description that differs from what the model was trained with.
+    """
+    steps: list[dict[str, Any]] = []
+    for t in getattr(transform, "transforms", [transform]):
+        kind = type(t).__name__
+        if kind == "Resize":
+            if getattr(t, "max_size", None) is not None:
+                raise BundleError(f"cannot export preprocessing step {t!r}: Resize with max_size is not supported.")
+            size = [t.size] if isinstance(t.size, int) else list(t.size)
+            mode = getattr(t.interpolation, "value", t.interpolation)
+            if mode not in PIL_FILTERS:
+                raise BundleError(f"cannot export preprocessing step {t!r}: interpolation {mode!r} is not supported.")
+            steps.append({"op": "resize", "size": size, "interpolation": mode,
+                          "meaning": "one number: the shorter side; two: exact (height, width)"})
+        elif kind == "CenterCrop":
+            steps.append({"op": "center_crop", "size": [int(s) for s in t.size]})
+        elif kind in ("ToTensor", "MaybeToTensor"):
+            steps.append({"op": "to_float", "scale": 1 / 255, "layout": "CHW"})
+        elif kind == "Normalize":
+            steps.append({"op": "normalize", "mean": [float(m) for m in t.mean], "std": [float(s) for s in t.std]})
+        else:
+            raise BundleError(
+                f"cannot export preprocessing step {kind} ({t!r}): the ONNX engine replays only Resize, "
+                "CenterCrop, ToTensor and Normalize. Use the torch engine for this bundle."
+            )
+    if [s["op"] for s in steps][-2:] != ["to_float", "normalize"]:
+        raise BundleError(f"cannot export preprocessing {transform!r}: it must end with ToTensor, Normalize.")
+    return {"kind": "image", "decode": "headstart.data.items.open_image (RGB; 16-bit and float images "
+            "scaled to 8 bits; palette, alpha and grey converted to RGB)", "channels": "RGB",
+            "layout": "NCHW", "dtype": "float32", "steps": steps}
+
+
+def describe_text(tokenizer: Any, inputs: Sequence[str], *, file: str) -> dict[str, Any]:
+    """The tokenizer settings of the torch path as data; call it right after the backbone
+    tokenised something, so the backend holds exactly the truncation and padding it used."""
+    backend = tokenizer.backend_tokenizer
+    truncation, padding = backend.truncation, backend.padding
+    if not truncation or not padding or padding.get("length") is not None or padding.get("pad_to_multiple_of"):
+        raise BundleError(f"cannot describe the tokenizer's settings (truncation={truncation}, padding={padding}).")
+    return {"kind": "text", "tokenizer": file, "add_special_tokens": True, "inputs": list(inputs),
+            "truncation": {k: truncation[k] for k in ("max_length", "stride", "strategy", "direction")},
+            "padding": {"strategy": "longest", **{k: padding[k] for k in ("pad_id", "pad_token", "pad_type_id", "direction")}}}
+
+
+# ------------------------------------------------------------------ items
+def decode_image(item: Any, index: int) -> Image.Image:
+    """An RGB PIL image from a path, PIL image, array or encoded bytes; errors name the item."""
+    if isinstance(item, (bytes, bytearray, memoryview)):
+        try:
+            with Image.open(io.BytesIO(bytes(item))) as opened:
+                opened.load()
+                item = opened.copy()
+        except Image.DecompressionBombError as e:
+            raise DataError(f"item {index}: the image is larger than {Image.MAX_IMAGE_PIXELS} pixels; "
+                            "downscale it first.") from e
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+            raise DataError(f"item {index}: cannot decode the bytes as an image ({e}); send PNG or JPEG "
+                            "bytes.") from e
+    elif not isinstance(item, (str, Path, Image.Image, np.ndarray)):
+        raise DataError(f"item {index}: expected an image (file path, PIL image, array or PNG/JPEG bytes), "
+                        f"got {type(item).__name__}.")
+    try:
+        return open_image(item, str(item) if isinstance(item, (str, Path)) else f"item {index}")
+    except DataError as e:
+        raise DataError(f"item {index}: {e}") from e
+
+
+def check_texts(items: Sequence[Any]) -> list[str]:
+    """The items as texts, or a DataError naming the first that is empty or not a string."""
+    for i, t in enumerate(items):
+        if not isinstance(t, str):
+            raise DataError(f"item {i}: expected a text (str), got {type(t).__name__}.")
+        if not t.strip():
+            raise DataError(f"item {i}: the text is empty; every text must have content.")
+    return list(items)
+
+
+# ------------------------------------------------------------------ replaying (at inference)
+class ImagePreprocessor:
+    """Decoded RGB images -> ``float32 [B, 3, H, W]``, as the described torchvision steps do."""
+
+    def __init__(self, description: dict[str, Any]) -> None:
+        self.steps = description["steps"]
+
+    def one(self, img: Image.Image) -> np.ndarray:
+        arr: np.ndarray | None = None
+        for step in self.steps:
+            op = step["op"]
+            if op == "resize":
+                img = _resize(img, step["size"], PIL_FILTERS[step["interpolation"]])
+            elif op == "center_crop":
+                img = _center_crop(img, *step["size"])
+            elif op == "to_float":
+                arr = np.asarray(img, dtype=np.uint8).astype(np.float32) / np.float32(255)
+                arr = arr.transpose(2, 0, 1)
+            elif op == "normalize":
+                mean = np.asarray(step["mean"], np.float32)[:, None, None]
+                std = np.asarray(step["std"], np.float32)[:, None, None]
+                arr = (arr - mean) / std
+        return np.ascontiguousarray(arr, dtype=np.float32)
+
+    def __call__(self, images: Sequence[Image.Image]) -> dict[str, np.ndarray]:
+        return {"pixel_values": np.stack([self.one(img) for img in images])}
+
+
+def _resize(img: Image.Image, size: list[int], resample: int) -> Image.Image:
+    """torchvision ``F.resize`` on a PIL image (``_compute_resized_output_size``, no max_size)."""
+    w, h = img.size
+    if len(size) == 1:
+        short, long = (w, h) if w <= h else (h, w)
+        new_short, new_long = size[0], int(size[0] * long / short)
+        new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
+    else:
+        new_h, new_w = size
+    if (new_w, new_h) == (w, h):
+        return img
+    return img.resize((new_w, new_h), resample)
+
+
+def _center_crop(img: Image.Image, crop_h: int, crop_w: int) -> Image.Image:
+    """torchvision ``F.center_crop`` on a PIL image, with its zero padding when the crop is larger."""
+    w, h = img.size
+    if crop_w > w or crop_h > h:
+        left, top = (crop_w - w) // 2 if crop_w > w else 0, (crop_h - h) // 2 if crop_h > h else 0
+        padded = Image.new(img.mode, (w + max(crop_w - w, 0), h + max(crop_h - h, 0)))
+        padded.paste(img, (left, top))
+        img, (w, h) = padded, padded.size
+        if (crop_w, crop_h) == (w, h):
+            return img
+    top = round((h - crop_h) / 2.0)
+    left = round((w - crop_w) / 2.0)
+    return img.crop((left, top, left + crop_w, top + crop_h))
+
+
+class TextPreprocessor:
+    """Texts -> int64 ``input_ids``, ``attention_mask`` (and ``token_type_ids``) ``[B, T]``."""
+
+    def __init__(self, description: dict[str, Any], folder: Path) -> None:
+        from tokenizers import Tokenizer
+
+        self.inputs = list(description["inputs"])
+        self.tokenizer = Tokenizer.from_file(str(folder / description["tokenizer"]))
+        trunc, pad = description["truncation"], description["padding"]
+        self.tokenizer.enable_truncation(trunc["max_length"], stride=trunc["stride"], strategy=trunc["strategy"],
+                                         direction=trunc["direction"])
+        self.tokenizer.enable_padding(direction=pad["direction"], pad_id=pad["pad_id"], pad_type_id=pad["pad_type_id"],
+                                      pad_token=pad["pad_token"])
+        self.add_special_tokens = bool(description.get("add_special_tokens", True))
+
+    def __call__(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        encodings = self.tokenizer.encode_batch(list(texts), add_special_tokens=self.add_special_tokens)
+        fields = {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_ids": "type_ids"}
+        return {name: np.asarray([getattr(e, fields[name]) for e in encodings], dtype=np.int64)
+                for name in self.inputs}
+
+
+def build_preprocessor(description: dict[str, Any], folder: Path) -> ImagePreprocessor | TextPreprocessor:
+    kind = description.get("kind")
+    if kind == "image":
+        return ImagePreprocessor(description)
+    if kind == "text":
+        return TextPreprocessor(description, folder)
+    raise BundleError(f"{folder}: unknown preprocessing kind {kind!r} in the ONNX entry; re-export the bundle.")
