@@ -31,6 +31,7 @@ from headstart.errors import (
 if TYPE_CHECKING:
     from headstart.backbones import create_backbone, list_backbones
     from headstart.classifier import TransferClassifier
+    from headstart.transferability import rank
 
 __version__ = "0.1.0"
 
@@ -41,6 +42,7 @@ _LAZY = {
     "TransferClassifier": "headstart.classifier",
     "create_backbone": "headstart.backbones",
     "list_backbones": "headstart.backbones",
+    "rank": "headstart.transferability",
 }
 
 __all__ = [
@@ -59,6 +61,7 @@ __all__ = [
     "list_backbones",
     "load",
     "load_data",
+    "rank",
 ]
 
 
