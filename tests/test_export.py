@@ -499,7 +499,8 @@ def test_real_backbones_parity_and_int8_accuracy(backbone: str, source: str, _mo
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backbone,source", [("minilm", "spam-sample.jsonl"), ("efficientnet_lite0", "animal-silhouettes")])
+# One real LoRA bundle (text LoRA parity runs on tiny-bert above): CI stays under 20 minutes.
+@pytest.mark.parametrize("backbone,source", [("efficientnet_lite0", "animal-silhouettes")])
 def test_real_backbones_lora_parity(backbone: str, source: str, _module_env: None, tmp_path: Path) -> None:
     params = {"max_length": 128} if backbone == "minilm" else {}
     bundle = _fit_finetuned(EXAMPLES / source, tmp_path / backbone, backbone, "lora", **params)

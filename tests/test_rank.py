@@ -116,7 +116,7 @@ def test_rank_real_offline_candidates_on_silhouettes(capsys: pytest.CaptureFixtu
     path = SHARED / "animal-silhouettes"
     if not path.exists():
         pytest.skip(f"{path} not found")
-    report = rank(path, "offline", max_items=300)
+    report = rank(path, "offline", max_items=150)
     real = [c for c in report.candidates if c.available and not c.control]
     control = next(c for c in report.candidates if c.control)
     print("\n" + "\n".join(f"{c.name}: combined {c.combined}, {c.scores}" for c in report.candidates))
