@@ -12,9 +12,19 @@ number of JSON access-log lines against the number of requests, and the exit cod
 service alone (HTTP, validation, image decoding, logging), not a model. The clients share the
 machine with the server, so on a small box they compete with it for CPU.
 
+``--soak [SECONDS]`` (600 when no number is given) is the endurance run instead: the clients send
+a seeded mix of valid and invalid requests (malformed JSON, wrong fields, too many items, wrong
+content type, oversized bodies, 100k-character texts; for images undecodable bytes, a
+400-megapixel header, 64 flat 25-megapixel PNGs, and 4 of them that must be decoded) while a
+slow client keeps half-sent requests open. Reported: requests served, answers by kind and
+status (every one must be the expected status: ``unexpected`` is the goal-0 number), p95
+latency, slow connections the server dropped, and the server's RSS at start (after warm-up),
+peak, and end (after the load and a few idle seconds), with whether it returned to its baseline.
+
     python benchmarks/serve_load.py runs/spam --workers 2 --clients 8 --duration 30
     python benchmarks/serve_load.py runs/animals --engine onnx --json out.json
     python benchmarks/serve_load.py --fake text --duration 10
+    python benchmarks/serve_load.py --fake image --soak 60
 """
 
 from __future__ import annotations
@@ -23,15 +33,21 @@ import argparse
 import base64
 import contextlib
 import http.client
+import io
 import json
 import os
+import random
 import re
+import select
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import zlib
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -62,7 +78,8 @@ class FakeEngine:
         if self.modality == "text":
             p = np.array([min(len(t.split()), 500) / 500 for t in items])
         else:
-            p = np.array([float(np.asarray(im, dtype=np.float32).mean()) / 255 for im in items])
+            # np.mean over uint8 accumulates in chunks: no float copy of a large image to skew the RSS
+            p = np.array([float(np.asarray(im).mean()) / 255 for im in items])
         return np.column_stack([1 - p, p])
 
 
@@ -261,6 +278,208 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+# ------------------------------------------------------------------------------------- soak
+Mix = dict[str, tuple[int, bytes, str, int]]  # kind -> (weight, body, content type, expected status)
+
+
+def soak_mix(modality: str, items: list[str], limits: dict[str, Any]) -> Mix:
+    """The soak's requests: valid ones, and invalid ones each with the status the service documents."""
+    field = "texts" if modality == "text" else "images"
+    valid = json.dumps({field: items}).encode()
+    mix: Mix = dict(
+        valid=(60, valid, JSON_TYPE, 200),
+        malformed_json=(4, valid[: len(valid) // 2], JSON_TYPE, 400),
+        wrong_field=(4, json.dumps({"texts" if field == "images" else "images": ["x"]}).encode(), JSON_TYPE, 422),
+        unknown_field=(3, json.dumps({field: items, "top_k": 3}).encode(), JSON_TYPE, 422),
+        too_many_items=(3, json.dumps({field: items[:1] * (limits["max_batch"] + 1)}).encode(), JSON_TYPE, 413),
+        wrong_content_type=(3, b"hello", "text/plain", 415),
+        body_too_large=(1, b'{"x": "' + b"a" * limits["max_body_bytes"] + b'"}', JSON_TYPE, 413),
+    )
+    if modality == "text":
+        long = " ".join(random.Random(0).choice(("offer", "free", "meeting", "noon", "reply")) for _ in range(25_000))
+        mix.update(empty_text=(4, json.dumps({field: ["ok", " "]}).encode(), JSON_TYPE, 422),
+                   long_texts=(6, json.dumps({field: [long[: limits["max_text_chars"]]] * 8}).encode(), JSON_TYPE, 200),
+                   text_too_long=(2, json.dumps({field: ["a" * (limits["max_text_chars"] + 1)]}).encode(), JSON_TYPE, 413))
+    else:
+        flat = flat_png(4999, 5000)
+        mix.update(undecodable=(4, json.dumps({field: [base64.b64encode(b"not an image").decode()]}).encode(), JSON_TYPE, 422),
+                   bomb=(3, json.dumps({field: [base64.b64encode(png_header(20_000, 20_000)).decode()]}).encode(), JSON_TYPE, 413),
+                   flat_flood=(3, json.dumps({field: [flat] * 64}).encode(), JSON_TYPE, 413),
+                   flat_decoded=(2, json.dumps({field: [flat] * 4}).encode(), JSON_TYPE, 200))
+    return mix
+
+
+JSON_TYPE = "application/json"
+
+
+def flat_png(width: int, height: int) -> str:
+    """One grey PNG, 25 megapixels in ~35 kB (base64)."""
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("L", (width, height), 128).save(out, format="PNG")
+    return base64.b64encode(out.getvalue()).decode()
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG that declares its size and holds no pixels: what a decompression bomb looks like first."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)) + chunk(b"IEND", b"")
+
+
+class SoakStats:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.answers: Counter = Counter()  # (kind, status or exception name)
+        self.unexpected: Counter = Counter()
+        self.latencies: list[float] = []
+
+    def record(self, kind: str, status: Any, expected: int, seconds: float | None) -> None:
+        with self.lock:
+            self.answers[(kind, status)] += 1
+            if status != expected:
+                self.unexpected[(kind, status)] += 1
+            if seconds is not None:
+                self.latencies.append(seconds)
+
+
+def soak_client(port: int, mix: Mix, deadline: float, seed: int, stats: SoakStats) -> None:
+    """One client: a keep-alive connection, the mix's requests in a seeded random order."""
+    rng = random.Random(seed)
+    kinds, weights = list(mix), [mix[k][0] for k in mix]
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    while time.perf_counter() < deadline:
+        kind = rng.choices(kinds, weights)[0]
+        _weight, body, content_type, expected = mix[kind]
+        start = time.perf_counter()
+        try:
+            conn.request("POST", "/predict", body=body, headers={"Content-Type": content_type})
+            resp = conn.getresponse()
+            resp.read()
+        except (OSError, http.client.HTTPException) as e:
+            stats.record(kind, type(e).__name__, expected, None)
+            conn.close()
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+            continue
+        stats.record(kind, resp.status, expected, time.perf_counter() - start)
+        if resp.will_close:
+            conn.close()
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    conn.close()
+
+
+def slow_clients(port: int, n: int, deadline: float, dropped: Counter) -> None:
+    """Keep ``n`` half-sent requests open (headers or body a few bytes short); count the server's answers."""
+    opened: list[socket.socket] = []
+    sent = 0
+    while time.perf_counter() < deadline:
+        while len(opened) < n:
+            sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+            half = (b"POST /predict HTTP/1.1\r\nHost: x\r\n" if sent % 2 else
+                    b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 99\r\n\r\n{")
+            sock.sendall(half)
+            opened.append(sock)
+            sent += 1
+        ready, _, _ = select.select(opened, [], [], 0.5)
+        for sock in ready:
+            try:
+                answer = sock.recv(64)
+            except OSError:
+                answer = b""
+            dropped[answer.split(b"\r\n", 1)[0].decode("latin-1") or "closed"] += 1
+            opened.remove(sock)
+            sock.close()
+    dropped["still open at the end"] += len(opened)
+    dropped["sent"] += sent
+    for sock in opened:
+        sock.close()
+
+
+def soak(args: argparse.Namespace) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as scratch:
+        bundle = Path(scratch) if args.fake else Path(args.bundle)
+        server = Server(bundle, args)
+        sampler = MemorySampler(server.proc.pid, interval=0.1)
+        sampler.start()
+        try:
+            server.wait_healthy()
+            meta = request(server.port, "GET", "/metadata")[1]
+            items = text_items(args.batch, args.max_chars) if meta["modality"] == "text" else image_items(args.batch)
+            mix = soak_mix(meta["modality"], items, meta["limits"])
+            for kind, (_w, body, content_type, expected) in mix.items():  # warm up: every kind once per worker
+                for _ in range(args.workers):
+                    status = post(server.port, body, content_type)
+                    if status != expected:
+                        raise SystemExit(f"warm-up: {kind} answered {status}, expected {expected}")
+            time.sleep(1.0)
+            start_rss = sampler.rss()
+            sampler.peak = start_rss
+            stats, dropped = SoakStats(), Counter()
+            deadline = time.perf_counter() + args.soak
+            threads = [threading.Thread(target=soak_client, args=(server.port, mix, deadline, seed, stats))
+                       for seed in range(args.clients)]
+            threads.append(threading.Thread(target=slow_clients, args=(server.port, 10, deadline, dropped)))
+            started = time.perf_counter()
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            wall = time.perf_counter() - started
+            time.sleep(3.0)  # idle: what the server keeps once the load is gone
+            end_rss = sampler.rss()
+            exit_code, stop_s = server.stop()
+        finally:
+            sampler.stopped.set()
+            server.kill()
+    ms = np.array(stats.latencies) * 1000
+    served = sum(stats.answers.values())
+    tolerance = max(64 * 2**20, 0.1 * start_rss)
+    return {
+        "bundle": "fake " + args.fake if args.fake else str(args.bundle), "engine": meta.get("engine"),
+        "modality": meta["modality"], "workers": args.workers, "clients": args.clients, "seconds": round(wall, 1),
+        "requests": served, "requests_per_s": round(served / wall, 1),
+        "by_kind_and_status": {f"{k} {s}": n for (k, s), n in sorted(stats.answers.items(), key=str)},
+        "unexpected": sum(stats.unexpected.values()),
+        "unexpected_kinds": {f"{k} {s}": n for (k, s), n in stats.unexpected.items()},
+        "p50_ms": _pct(ms, 50), "p95_ms": _pct(ms, 95), "max_ms": round(float(ms.max()), 1) if ms.size else None,
+        "slow_clients": dict(dropped),
+        "rss_start_mb": round(start_rss / 2**20, 1), "rss_peak_mb": round(sampler.peak / 2**20, 1),
+        "rss_end_mb": round(end_rss / 2**20, 1), "rss_returned_to_baseline": end_rss - start_rss <= tolerance,
+        "rss_tolerance_mb": round(tolerance / 2**20, 1),
+        "exit_code_after_sigterm": exit_code, "shutdown_s": round(stop_s, 2),
+    }
+
+
+def post(port: int, body: bytes, content_type: str) -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    try:
+        conn.request("POST", "/predict", body=body, headers={"Content-Type": content_type})
+        resp = conn.getresponse()
+        resp.read()
+        return resp.status
+    finally:
+        conn.close()
+
+
+def soak_markdown(r: dict[str, Any]) -> str:
+    rows = [
+        ("served", f"{r['bundle']} ({r['modality']}; engine {r['engine']}); {r['workers']} workers; {r['clients']} "
+                   f"clients + 10 slow ones; {r['seconds']} s"),
+        ("requests (per s)", f"{r['requests']} ({r['requests_per_s']})"),
+        ("answers by kind and status", ", ".join(f"{k}: {n}" for k, n in r["by_kind_and_status"].items())),
+        ("unexpected answers", f"{r['unexpected']} {r['unexpected_kinds'] or ''}".strip()),
+        ("latency p50 / p95 / max (ms)", f"{r['p50_ms']} / {r['p95_ms']} / {r['max_ms']}"),
+        ("slow clients (server's answer)", ", ".join(f"{k}: {n}" for k, n in r["slow_clients"].items())),
+        ("RSS start / peak / end (MB, server tree)", f"{r['rss_start_mb']} / {r['rss_peak_mb']} / {r['rss_end_mb']}"),
+        ("back to baseline (end − start ≤ tolerance)", f"{r['rss_returned_to_baseline']} (tolerance "
+                                                        f"{r['rss_tolerance_mb']} MB)"),
+        ("SIGTERM: exit code, seconds", f"{r['exit_code_after_sigterm']}, {r['shutdown_s']}"),
+    ]
+    return "\n".join(["| measure | value |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)])
+
+
 def _pct(ms: np.ndarray, q: float) -> float | None:
     return round(float(np.percentile(ms, q)), 1) if ms.size else None
 
@@ -292,13 +511,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=8, help="Items per request.")
     parser.add_argument("--max-chars", type=int, default=4000, help="Characters kept of each e-mail.")
     parser.add_argument("--json", type=Path, help="Also write the results to this file.")
+    parser.add_argument("--soak", type=float, nargs="?", const=600.0, metavar="SECONDS",
+                        help="Endurance run of mixed valid and invalid requests instead (default 600 s).")
     args = parser.parse_args(argv)
     if bool(args.bundle) == bool(args.fake):
         parser.error("give a bundle folder or --fake text|image (not both)")
-    result = run(args)
-    print(markdown(result))
+    if args.soak is not None and args.soak <= 0:
+        parser.error("--soak takes a positive number of seconds")
+    result = soak(args) if args.soak else run(args)
+    print(soak_markdown(result) if args.soak else markdown(result))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
+    if args.soak:
+        return 0 if not result["unexpected"] and result["rss_returned_to_baseline"] and not result["exit_code_after_sigterm"] else 1
     return 0 if result["errors"] == 0 and result["exit_code_after_sigterm"] == 0 else 1
 
 

@@ -22,10 +22,10 @@ from PIL import Image
 import headstart
 from conftest import make_image, make_texts
 from headstart import BundleError, ConfigError, DataError, TransferClassifier
+from headstart import atomic as atomic_module
 from headstart.bundle import MANIFEST, manifest_digest
 from headstart.cli.app import run
 from headstart.data import assign_splits, load_data
-from headstart.serving import export as export_module
 from headstart.serving.engine import OnnxEngine, load_engine
 from headstart.serving.export import PARITY_TOLERANCE, export_onnx
 from headstart.serving.preprocessing import (
@@ -341,7 +341,7 @@ def _interrupted(monkeypatch: pytest.MonkeyPatch) -> None:
     """Interrupt the export after the new files are written, before the bundle is swapped."""
     def stop(*_: Any, **__: Any) -> None:
         raise KeyboardInterrupt
-    monkeypatch.setattr(export_module, "swap_into_place", stop)
+    monkeypatch.setattr(atomic_module, "swap_into_place", stop)  # the shared folder writer's last step
 
 
 @pytest.mark.parametrize("failure,error", [(_perturbed, BundleError), (_interrupted, KeyboardInterrupt)])

@@ -223,9 +223,11 @@ def test_routes_methods_and_metadata_in_process(clients: dict[str, TestClient]) 
     meta = client.get("/metadata").json()
     assert meta["labels"] == ["ham", "spam"] and meta["verdict"] == "transfer helps"
     assert meta["backbone"] == {"name": "fake-backbone", "n_params": 7}  # numpy made plain
-    assert meta["metrics"]["test"]["accuracy"] == pytest.approx(0.75) and meta["bundle"] == "/nowhere"
+    assert meta["metrics"]["test"]["accuracy"] == pytest.approx(0.75)
+    assert meta["bundle"] == "nowhere"  # the folder's name: the server's file system is not shown
     assert meta["saved"] == "2026-01-02 00:00:00+00:00"
-    assert meta["limits"] == {"max_batch": 4, "max_body_bytes": 8192, "max_text_chars": 200, "max_image_pixels": 4096}
+    assert meta["limits"] == {"max_batch": 4, "max_body_bytes": 8192, "max_text_chars": 200, "max_image_pixels": 4096,
+                              "max_request_pixels": service.DEFAULT_MAX_REQUEST_PIXELS}
 
 
 def test_internal_error_is_500_without_internals(clients: dict[str, TestClient],

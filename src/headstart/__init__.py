@@ -26,6 +26,7 @@ from headstart.errors import (
     DataError,
     HeadstartError,
     NotFittedError,
+    OutputError,
 )
 
 if TYPE_CHECKING:
@@ -54,6 +55,7 @@ __all__ = [
     "Dataset",
     "HeadstartError",
     "NotFittedError",
+    "OutputError",
     "TransferClassifier",
     "__version__",
     "audit",

@@ -2,43 +2,92 @@
 
 ``headstart.json`` records the format version, task, labels, the backbone's spec and how
 to rebuild it, the strategy and its choices, preprocessing, metrics, seed, package
-versions, the data fingerprint and the sha256 of every file. A bundle is written into a
-temporary folder and renamed into place, so a failed or interrupted save leaves no half
-bundle. Loading verifies every hash and the format version, and reads only JSON and
-safetensors: nothing is ever unpickled.
+versions, the data fingerprint and the sha256 of every file the model uses (all inside the
+folder). A bundle is written with :func:`headstart.atomic.atomic_folder` (a temporary folder
+renamed into place), so a failed or interrupted save leaves the old bundle or the new one,
+never half of one; the manifest is written and read by :mod:`headstart.manifest`. Loading
+verifies every hash, the format version, the types of the fields it uses and that the labels
+fit the head, and reads only JSON and safetensors: nothing is ever unpickled.
+
+Writing a bundle replaces its whole folder, so :func:`check_destination` refuses, before any
+work, a folder holding anything that is not the bundle's (the user's notes, data...).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import shutil
-import uuid
+import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from headstart.atomic import swap_into_place
-from headstart.errors import BundleError
+from headstart.atomic import (
+    atomic_folder,
+    check_writable,
+    clean_stale,
+    is_temporary,
+    recover,
+    write_file,
+)
+from headstart.errors import BundleError, HeadstartError
+from headstart.manifest import (
+    ALLOWED_SUFFIXES,
+    MANIFEST,
+    file_sha256,
+    load_json,
+    manifest_digest,
+    read_manifest_file,
+    verify_manifest,
+    write_manifest,
+)
+
+__all__ = ["ALLOWED_SUFFIXES", "FORMAT_NAME", "FORMAT_VERSION", "MANIFEST", "WEIGHTS", "check_destination",
+           "check_labels", "file_sha256", "foreign_files", "load_bundle", "manifest_digest", "read_manifest",
+           "save_bundle"]
 
 logger = logging.getLogger(__name__)
 
 FORMAT_NAME = "headstart-bundle"
 FORMAT_VERSION = 1
-MANIFEST = "headstart.json"
 WEIGHTS = "model.safetensors"
-# Bundle files are data, never code: these are the only kinds a bundle may list.
-ALLOWED_SUFFIXES = (".safetensors", ".json", ".onnx", ".html", ".svg", ".png")
+REPORT = "report.html"  # `headstart report` writes it into the bundle folder by default
+_LABEL_TYPES = (str, int, float, bool)
+_MAX_LISTED = 10  # foreign files named in a message
 
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+# The manifest fields loading and serving use: (dotted path, accepted types, required when the
+# enclosing object is present). ``int`` never accepts ``bool`` here.
+_FIELDS: tuple[tuple[str, tuple[type, ...], bool], ...] = (
+    ("task", (str,), False),
+    ("modality", (str,), True),
+    ("labels", (list,), True),
+    ("head", (dict,), True),
+    ("head.in_features", (int,), True),
+    ("head.n_classes", (int,), True),
+    ("backbone", (dict,), True),
+    ("backbone.name", (str,), True),
+    ("backbone.build", (dict,), False),
+    ("backbone.build.name", (str,), True),
+    ("backbone.build.kwargs", (dict,), False),
+    ("backbone.weights_in_bundle", (bool,), False),
+    ("backbone.weights_sha256", (str, type(None)), False),
+    ("preprocessing", (dict,), False),
+    ("strategy", (dict,), False),
+    ("params", (dict,), False),
+    ("metrics", (dict,), False),
+    ("fit", (dict,), False),
+    ("data", (dict,), False),
+    ("loader", (dict,), False),
+    ("report", (dict,), False),
+    ("attachments", (list,), False),
+    ("onnx", (dict,), False),
+    ("onnx.file", (str,), True),
+    ("onnx.preprocessing", (dict,), True),
+    ("onnx.int8", (dict,), False),
+    ("onnx.int8.file", (str,), True),
+)
+# Manifest fields naming a file the model uses: each must be one of the verified ``files``.
+_FILE_FIELDS = ("onnx.file", "onnx.int8.file", "onnx.preprocessing.tokenizer")
 
 
 def _jsonable(value: Any) -> Any:
@@ -50,21 +99,13 @@ def _jsonable(value: Any) -> Any:
         return int(value)
     if isinstance(value, (np.floating,)):
         return float(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
     if isinstance(value, np.ndarray):
         return value.tolist()
     if isinstance(value, Path):
         return str(value)
     return value
-
-
-def manifest_digest(manifest: dict[str, Any]) -> str:
-    """sha256 of the manifest's canonical JSON, without its own ``manifest_sha256`` field.
-
-    It catches accidental edits and damage (a changed label list would silently mislabel
-    every prediction); it is an integrity check, not a signature.
-    """
-    body = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
-    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def _manifest(clf: Any, extra: dict[str, Any]) -> dict[str, Any]:
@@ -93,101 +134,206 @@ def _manifest(clf: Any, extra: dict[str, Any]) -> dict[str, Any]:
     })
 
 
-def check_destination(path: str | Path, *, resuming: bool = False) -> Path:
-    """Refuse a destination that holds something other than a bundle (before any work is done).
+# ------------------------------------------------------------------ checks
+def check_labels(labels: Any, n_classes: Any, where: str) -> None:
+    """The label list must be distinct scalars, one per output of the head."""
+    fix = "Write the bundle again (refit), or restore it from a good copy."
+    if not isinstance(labels, list) or not labels:
+        raise BundleError(f"{where}: 'labels' must be a non-empty list of class labels, got {labels!r:.80}. {fix}")
+    odd = [v for v in labels if not isinstance(v, _LABEL_TYPES)]
+    if odd:
+        raise BundleError(f"{where}: labels must be strings or numbers; found {odd[0]!r:.80}. {fix}")
+    seen: dict[str, int] = {}
+    for v in labels:
+        # The rule of headstart.data.labels.label_key (1 and 1.0 are one class), without importing
+        # the data package into the torch-free serving path.
+        key = str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
+        seen[key] = seen.get(key, 0) + 1
+    duplicated = [k for k, n in seen.items() if n > 1]
+    if duplicated:
+        raise BundleError(f"{where}: the label list names {', '.join(map(repr, duplicated[:5]))} more than once; "
+                          f"each output of the model needs its own label. {fix}")
+    if len(labels) != n_classes:
+        raise BundleError(f"{where}: the label list has {len(labels)} labels but the model's head has "
+                          f"{n_classes} outputs, so predictions could not be named. {fix}")
 
-    A folder holding an interrupted fit's checkpoint is accepted only when resuming it.
+
+def _field(manifest: dict[str, Any], dotted: str) -> tuple[bool, bool, Any]:
+    """(enclosing object present, field present, value) of a dotted field."""
+    node: Any = manifest
+    *parents, last = dotted.split(".")
+    for key in parents:
+        node = node.get(key) if isinstance(node, dict) else None
+    if not isinstance(node, dict):
+        return False, False, None
+    return True, last in node, node.get(last)
+
+
+def check_bundle_fields(manifest: dict[str, Any], path: Path) -> None:
+    """The fields loading and serving read have the right types, and labels fit the head."""
+    for dotted, types, required in _FIELDS:
+        parent, present, value = _field(manifest, dotted)
+        if not parent or not present:
+            if parent and required:
+                raise BundleError(f"{path} lacks the field '{dotted}'; the bundle is incomplete or damaged. "
+                                  "Refit, or restore it from a good copy.")
+            continue
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            names = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+            raise BundleError(f"{path}: the field '{dotted}' must be {names}, got {value!r:.80}; the bundle is "
+                              "damaged. Refit, or restore it from a good copy.")
+    n_classes, in_features = manifest["head"]["n_classes"], manifest["head"]["in_features"]
+    if in_features < 1 or n_classes < 1:
+        raise BundleError(f"{path}: the head has {in_features} inputs and {n_classes} outputs; the bundle is damaged.")
+    check_labels(manifest["labels"], n_classes, str(path))
+    files = manifest["files"]
+    for dotted in _FILE_FIELDS:
+        _, present, value = _field(manifest, dotted)
+        if present and (not isinstance(value, str) or value not in files):
+            raise BundleError(f"{path}: '{dotted}' names {value!r:.120}, which is not one of the bundle's verified "
+                              f"files ({', '.join(files)}); every file a bundle uses must be inside it and "
+                              "hashed. Export it again (headstart export).")
+
+
+def foreign_files(folder: str | Path) -> list[str]:
+    """What ``folder`` holds besides a bundle (relative paths): what replacing it would delete."""
+    from headstart.training.checkpoint import NAME as CHECKPOINT
+    from headstart.training.checkpoint import is_checkpoint_folder
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    own = {MANIFEST, WEIGHTS, REPORT}
+    if (folder / MANIFEST).is_file():
+        try:
+            manifest = load_json(folder / MANIFEST, what="bundle")
+        except HeadstartError:
+            manifest = None
+        if isinstance(manifest, dict):
+            for key in ("files", "attachments"):
+                listed = manifest.get(key)
+                if isinstance(listed, (dict, list)):
+                    own |= {n for n in listed if isinstance(n, str)}
+    found: list[str] = []
+    for entry in sorted(folder.iterdir()):
+        if len(found) > _MAX_LISTED:
+            break
+        if is_temporary(entry.name) or (entry.name == CHECKPOINT and is_checkpoint_folder(entry)):
+            continue
+        if entry.name in own and entry.is_file() and not entry.is_symlink():
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            inner = []
+            for root, dirs, names in os.walk(entry):
+                inner += [os.path.relpath(os.path.join(root, n), folder) for n in sorted(names + [
+                    d for d in dirs if os.path.islink(os.path.join(root, d))])]
+                if len(inner) > _MAX_LISTED:
+                    break
+            found += inner or [entry.name + "/"]
+        else:
+            found.append(entry.name)
+    return found
+
+
+def check_destination(path: str | Path, *, resuming: bool = False) -> Path:
+    """Refuse, before any work, an ``--out`` folder a fit could not write or would damage.
+
+    It must be writable (not under a file, not on a read-only or virtual file system), hold an
+    interrupted fit's checkpoint exactly when resuming, and hold nothing but a bundle: writing the
+    bundle replaces the whole folder, so any other file in it would be lost. An interrupted
+    replacement of the folder is finished or rolled back first, and temporary folders that killed
+    processes left in it are removed.
+
+    Example:
+        >>> check_destination("runs/spam")  # doctest: +SKIP
+        PosixPath('runs/spam')
     """
     from headstart.training.checkpoint import has_checkpoint
 
     out = Path(path)
+    recover(out)
+    if out.is_dir():
+        clean_stale(out)
+    if os.path.lexists(out) and not out.is_dir():
+        raise BundleError(f"{out} exists and is not a folder; choose another --out folder.")
+    check_writable(out, fix="choose another --out folder")
     if resuming:
         if not has_checkpoint(out):
-            raise BundleError(f"{out} holds no interrupted fit to resume (no checkpoint); run fit without --resume.")
-        return out
+            raise BundleError(
+                f"{out} holds no interrupted fit to resume (no complete checkpoint: a fit writes one at the end "
+                "of each training epoch, so one stopped before its first epoch ended has nothing to continue). "
+                "Run the same command without --resume: it starts over."
+            )
+        return _refuse_foreign(out)
     if has_checkpoint(out):
-        raise BundleError(f"{out} holds an interrupted fit: continue it with --resume {out}, or choose another --out.")
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST).is_file())):
-        raise BundleError(f"{out} exists and is not a headstart bundle; choose another --out folder.")
-    return out
+        raise BundleError(
+            f"{out} holds an interrupted fit: continue it with --resume {out} (Python: fit(..., resume=True)), "
+            f"start over after deleting {out / 'checkpoint'}, or choose another --out folder."
+        )
+    return _refuse_foreign(out)
 
 
+def _refuse_foreign(out: Path) -> Path:
+    foreign = foreign_files(out)
+    if not foreign:
+        return out
+    listed = ", ".join(foreign[:_MAX_LISTED]) + (", ..." if len(foreign) > _MAX_LISTED else "")
+    what = "a headstart bundle that also holds" if (out / MANIFEST).is_file() else "not a headstart bundle: it holds"
+    raise BundleError(
+        f"{out} is {what} files that are not the bundle's ({listed}). Writing the bundle replaces the whole "
+        f"folder, which would delete them: choose another --out folder, or move those files out of {out}."
+    )
+
+
+# ------------------------------------------------------------------ write / read
 def save_bundle(clf: Any, path: str | Path, *, extra: dict[str, Any] | None = None,
                 attachments: dict[str, str] | None = None) -> Path:
     """Write a fitted classifier to ``path`` atomically.
 
-    An existing bundle at ``path`` is replaced; any other non-empty folder is refused.
+    An existing bundle at ``path`` is replaced; a folder holding anything else is refused.
     ``attachments`` (file name -> text, e.g. ``report.html``) are written into the same folder
     in the same atomic step; they are views derived from the manifest, not model data, so they
-    are not part of the verified file list.
+    are listed (``attachments``) but not part of the verified file list.
     """
     from safetensors.torch import save_file
 
     from headstart.training.checkpoint import has_checkpoint
 
     out = check_destination(path, resuming=has_checkpoint(path))
-    out.parent.mkdir(parents=True, exist_ok=True)
     tensors = {f"head.{k}": v.detach().cpu().contiguous() for k, v in clf.head_.state_dict().items()}
     if clf.backbone_changed_:
         tensors.update({f"backbone.{k}": v.detach().cpu().contiguous() for k, v in clf.backbone_.state_dict().items()})
     manifest = _manifest(clf, extra or {})
-    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
+    check_labels(manifest["labels"], manifest["head"]["n_classes"], f"the model to be saved in {out}")
+    attachments = dict(attachments or {})
+    for name in attachments:
+        if Path(name).name != name or not name.endswith(ALLOWED_SUFFIXES) or name in (MANIFEST, WEIGHTS):
+            raise BundleError(f"cannot attach {name!r} to a bundle: a plain .html/.svg/.png/.json name is needed.")
+    manifest["attachments"] = sorted(attachments)
+    with atomic_folder(out) as tmp:
         save_file(tensors, str(tmp / WEIGHTS), metadata={"format": FORMAT_NAME})
-        manifest["files"] = {WEIGHTS: {"sha256": file_sha256(tmp / WEIGHTS), "bytes": (tmp / WEIGHTS).stat().st_size}}
-        manifest["manifest_sha256"] = manifest_digest(json.loads(json.dumps(manifest, default=str)))
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n")
-        for name, text in (attachments or {}).items():
-            if Path(name).name != name or not name.endswith(ALLOWED_SUFFIXES) or name in (MANIFEST, WEIGHTS):
-                raise BundleError(f"cannot attach {name!r} to a bundle: a plain .html/.svg/.png/.json name is needed.")
-            (tmp / name).write_text(text, encoding="utf-8")
-        swap_into_place(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        for name, text in attachments.items():
+            write_file(tmp / name, text)
+        write_manifest(tmp, manifest, files=[WEIGHTS])
     logger.info("bundle written to %s", out)
     return out
 
 
 def read_manifest(path: str | Path, *, verify: bool = True) -> dict[str, Any]:
-    """The bundle's ``headstart.json``, after checking format, version and file hashes."""
+    """The bundle's ``headstart.json``, after checking format, version, fields and file hashes.
+
+    An interrupted replacement of the folder is finished or rolled back first.
+
+    Raises:
+        BundleError: the folder is not a bundle, is damaged, tampered with or from a newer version.
+    """
     folder = Path(path)
-    manifest_path = folder / MANIFEST
-    if not folder.is_dir() or not manifest_path.is_file():
-        raise BundleError(f"{folder} is not a headstart bundle (no {MANIFEST}); pass the folder `fit --out` wrote.")
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except (ValueError, UnicodeDecodeError) as e:
-        raise BundleError(f"{manifest_path} is not valid JSON ({e}); the bundle is damaged, refit or restore it.") from e
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
-        raise BundleError(f"{manifest_path} is not a headstart bundle manifest.")
-    version = manifest.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise BundleError(
-            f"{folder} has bundle format {version!r}, newer than this headstart reads ({FORMAT_VERSION}); "
-            "upgrade headstart (pip install -U headstart)."
-        )
-    files = manifest.get("files")
-    if not isinstance(files, dict) or WEIGHTS not in files:
-        raise BundleError(f"{manifest_path} lists no {WEIGHTS}; the bundle is incomplete.")
+    manifest = read_manifest_file(folder, format=FORMAT_NAME, version=FORMAT_VERSION, verify=False)
+    if WEIGHTS not in manifest["files"]:
+        raise BundleError(f"{folder / MANIFEST} lists no {WEIGHTS}; the bundle is incomplete.")
     if verify:
-        if manifest.get("manifest_sha256") != manifest_digest(manifest):
-            raise BundleError(
-                f"{manifest_path} was edited or damaged after the bundle was written (its content does "
-                "not match its recorded sha256). Refit, or restore the bundle from a good copy."
-            )
-        for name, entry in files.items():
-            file = folder / name
-            if Path(name).name != name or not name.endswith(ALLOWED_SUFFIXES):
-                raise BundleError(f"{folder} lists {name!r}, which a bundle may not hold; refusing to load it.")
-            if not file.is_file():
-                raise BundleError(f"{folder} is incomplete: {name} is missing.")
-            if file_sha256(file) != entry.get("sha256"):
-                raise BundleError(
-                    f"{file} does not match the sha256 recorded in {MANIFEST}: it was modified or damaged "
-                    "after the bundle was written. Refit, or restore the bundle from a good copy."
-                )
+        verify_manifest(folder, manifest)
+    check_bundle_fields(manifest, folder / MANIFEST)
     return manifest
 
 
@@ -201,13 +347,23 @@ def load_bundle(path: str | Path) -> Any:
 
     folder = Path(path)
     manifest = read_manifest(folder)
-    tensors = load_file(str(folder / WEIGHTS))
+    try:
+        tensors = load_file(str(folder / WEIGHTS))
+    except Exception as e:  # safetensors raises its own kinds for damaged files
+        raise BundleError(f"{folder / WEIGHTS} cannot be read ({e}); restore the bundle or refit.") from e
     spec = manifest["backbone"]
     build = spec.get("build") or {"name": spec["name"], "kwargs": {}}
-    backbone = create_backbone(build["name"], **build.get("kwargs", {}))
+    try:
+        backbone = create_backbone(build["name"], **build.get("kwargs", {}))
+    except (TypeError, ValueError) as e:
+        raise BundleError(f"{folder}: the backbone cannot be rebuilt from {MANIFEST} ('backbone.build': {e}); "
+                          "the bundle is damaged or from another headstart version. Refit it.") from e
     if spec.get("weights_in_bundle"):
         state = {k[len("backbone."):]: v for k, v in tensors.items() if k.startswith("backbone.")}
-        missing, unexpected = backbone.load_state_dict(state, strict=False)
+        try:
+            missing, unexpected = backbone.load_state_dict(state, strict=False)
+        except RuntimeError as e:
+            raise BundleError(f"{folder}: backbone weights do not fit {build['name']} ({str(e)[:200]}).") from e
         if missing or unexpected:
             raise BundleError(f"{folder}: backbone weights do not fit {build['name']} ({len(missing)} missing).")
     elif backbone.weights_sha256() != spec.get("weights_sha256"):
@@ -217,6 +373,11 @@ def load_bundle(path: str | Path) -> Any:
             f"recorded in {MANIFEST} ('fit.versions'), or refit."
         )
     head_cfg = manifest["head"]
+    shape = tuple(tensors["head.linear.weight"].shape) if "head.linear.weight" in tensors else None
+    if shape != (head_cfg["n_classes"], head_cfg["in_features"]):
+        raise BundleError(f"{folder}: the head's weights have shape {shape} (classes, features), but {MANIFEST} "
+                          f"describes {head_cfg['n_classes']} labels and {head_cfg['in_features']} features; the "
+                          "bundle is damaged. Refit, or restore it from a good copy.")
     head = LinearHead(int(head_cfg["in_features"]), int(head_cfg["n_classes"]))
     head_state = {k[len("head."):]: v for k, v in tensors.items() if k.startswith("head.")}
     try:

@@ -13,7 +13,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 from headstart.backbones import Backbone, create_backbone
-from headstart.data import Dataset, check_classes, from_memory
+from headstart.data import Dataset, check_classes, check_split_classes, from_memory
 from headstart.embedding_cache import EmbeddingCache
 from headstart.errors import BackboneError, ConfigError, NotFittedError
 from headstart.evaluation import check_known_labels, classification_metrics, slice_metrics
@@ -218,9 +218,14 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         """
         started = time.perf_counter()
         self._validate()
+        if run_dir is not None:  # before any work: an unwritable run folder fails now, not after an epoch
+            from headstart.atomic import check_writable
+
+            check_writable(run_dir, fix="choose another run_dir")
         seed = self._seed()
         data = self._as_dataset(X, y)
         if data.splits is not None:
+            check_split_classes(data)  # before any work: a class seen only in evaluation fails scoring
             train, val, test = data.split("train"), data.split("val"), data.split("test")
         else:
             train, val, test = data, None, None

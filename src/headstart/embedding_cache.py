@@ -5,7 +5,8 @@ backbone's weights and preprocessing, so a changed model or preprocessing never 
 stale vectors. Each shard holds ``keys`` (the items' sha256 digests, N×32 bytes) and
 ``embeddings`` (N×D float32), plus a sha256 of both in its metadata: a shard that fails to
 parse or to verify is deleted and its items recomputed, never trusted. Shards are written
-to a temporary file and renamed into place, so readers never see half a shard.
+with :func:`headstart.atomic.write_file` (a temporary file renamed into place), so readers never
+see half a shard; temporary files that killed processes left behind are removed on the next write.
 """
 
 from __future__ import annotations
@@ -15,13 +16,13 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import uuid
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from headstart.atomic import clean_stale, write_file
 from headstart.errors import CacheError
 
 logger = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ class EmbeddingCache:
 
     def __init__(self, root: str | Path | None = None) -> None:
         self.root = Path(root).expanduser() if root is not None else default_cache_dir()
+        self._tidied: set[Path] = set()  # folders already rid of abandoned temporary files
 
     def _dir(self, identity: str) -> Path:
         return self.root / "embeddings" / identity[:32]
@@ -80,12 +82,15 @@ class EmbeddingCache:
         folder = self._dir(identity)
         try:
             folder.mkdir(parents=True, exist_ok=True)
+            if folder not in self._tidied:
+                clean_stale(folder)
+                self._tidied.add(folder)
             info = folder / "backbone.json"
             if not info.exists():
-                _atomic_write_bytes(info, json.dumps({"identity": identity, **describe}, indent=2, default=str).encode())
+                write_file(info, json.dumps({"identity": identity, **describe}, indent=2, default=str))
         except OSError as e:
             raise CacheError(
-                f"cannot write the embedding cache at {self.root}: {e.strerror or e}. Point --cache-dir "
+                f"cannot write the embedding cache at {self.root}: {_reason(e)}. Point --cache-dir "
                 "(or HEADSTART_CACHE) at a writable folder, or pass --no-cache."
             ) from e
         keys = np.frombuffer(b"".join(bytes.fromhex(h) for h in item_hashes), dtype=np.uint8).reshape(-1, 32)
@@ -184,19 +189,11 @@ class EmbeddingCache:
             metadata={"format": FORMAT, "sha256": _digest(keys, embeddings)},
         )
         try:
-            _atomic_write_bytes(path, data)
+            write_file(path, data)
         except OSError as e:
-            raise CacheError(f"cannot write {path}: {e.strerror or e}. Use --cache-dir or --no-cache.") from e
+            raise CacheError(f"cannot write {path}: {_reason(e)}. Use --cache-dir or --no-cache.") from e
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _reason(e: OSError) -> str:
+    """The OS's words for a failed write (an OutputError keeps them in ``reason``)."""
+    return getattr(e, "reason", None) or e.strerror or str(e)

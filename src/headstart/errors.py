@@ -13,7 +13,9 @@ __all__ = [
     "ConfigError",
     "DataError",
     "HeadstartError",
+    "ImageTooLargeError",
     "NotFittedError",
+    "OutputError",
 ]
 
 
@@ -23,6 +25,10 @@ class HeadstartError(Exception):
 
 class DataError(HeadstartError, ValueError):
     """The data given to headstart cannot be used as it is (missing column, corrupt file...)."""
+
+
+class ImageTooLargeError(DataError):
+    """An image has more pixels than allowed: decoding it would hold too much memory."""
 
 
 class BackboneError(HeadstartError):
@@ -35,6 +41,13 @@ class BundleError(HeadstartError):
 
 class CacheError(HeadstartError):
     """The embedding cache cannot be used (location not writable...)."""
+
+
+class OutputError(HeadstartError, OSError):
+    """A file or folder cannot be written where asked (not writable, under a file, disk full...).
+
+    Subclasses ``OSError`` so code that catches write failures keeps working.
+    """
 
 
 class ConfigError(HeadstartError, ValueError):

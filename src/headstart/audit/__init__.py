@@ -228,21 +228,30 @@ def preflight(dataset: Dataset, *, allow_leakage: bool = False, groups: list[Any
               times: list[Any] | None = None) -> AuditReport:
     """The checks ``headstart fit`` runs before training (no model, well under a second per 10k items).
 
+    ``groups`` and ``times`` default to the dataset's own (``Dataset.groups`` / ``Dataset.times``).
+
     Raises:
         DataError: an item of validation or test is a copy of a training item (or shares its
-            group, or predates it) and ``allow_leakage`` is False: the scores would be inflated.
+            group, or predates it) and ``allow_leakage`` is False: the scores would be inflated;
+            or a class has evaluation items but no training example (scoring it would fail).
     """
+    from headstart.data import check_split_classes
     from headstart.errors import DataError
 
+    check_split_classes(dataset)
+    groups = dataset.groups if groups is None else groups
+    times = dataset.times if times is None else times
     report = audit_dataset(dataset, backbone=None, checks=FAST_CHECKS, groups=groups, times=times,
                            pixel_search=False)
     leaks = [c for c in report.checks if c.name in LEAKAGE_CHECKS and c.severity == "severe"]
     if leaks and not allow_leakage:
         shown = "; ".join(f.detail for c in leaks for f in c.findings[:3])
+        remedies = " ".join(c.remedy for c in leaks if c.name != "leakage")
+        copies = ("Remove the evaluation copies (`headstart audit` lists them all). "
+                  if any(c.name == "leakage" for c in leaks) else "")
         raise DataError(f"{dataset.source}: leakage between splits: {'; '.join(c.summary for c in leaks)}, "
-                        f"e.g. {shown}. Evaluation on copies of training items inflates every score. "
-                        "Remove the evaluation copies (`headstart audit` lists them all), or pass "
-                        "--allow-leakage to train anyway.")
+                        f"e.g. {shown}. Evaluating on what training has seen inflates every score. {copies}"
+                        f"{remedies + ' ' if remedies else ''}Or pass --allow-leakage to train anyway.")
     return report
 
 

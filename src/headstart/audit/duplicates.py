@@ -12,6 +12,7 @@ import numpy as np
 from headstart.audit.base import AuditContext, Finding, Outcome, n_of, register
 from headstart.audit.integrity import image_info
 from headstart.audit.neighbors import Neighbours, components, nearest, similar_pairs
+from headstart.data.splits import parse_times  # the split by --time-col orders items the same way
 
 N_NEIGHBOURS = 10
 # Text embeddings see only the first few hundred tokens (256 for MiniLM): e-mails from one
@@ -259,32 +260,31 @@ def group_leakage(ctx: AuditContext) -> Outcome:
 @register("time-leakage", "Time overlap across splits",
           "With --time-col: evaluation items older than the newest training item (the model sees the future).")
 def time_leakage(ctx: AuditContext) -> Outcome:
-    import pandas as pd
-
     if ctx.times is None:
         return Outcome("skipped", "no --time-col given")
     if ctx.data.splits is None:
         return Outcome("skipped", "the data has no split")
-    raw = pd.Series(ctx.times, dtype="object")
-    times = pd.to_datetime(raw, errors="coerce", utc=True) if not pd.api.types.is_numeric_dtype(
-        raw.dropna().infer_objects()) else pd.to_numeric(raw, errors="coerce")
+    times = parse_times(list(ctx.times))
     splits = np.array(ctx.data.splits)
-    train = times[splits == "train"].dropna()
-    if train.empty:
+    usable = ~np.isnan(times)
+    in_train = np.flatnonzero((splits == "train") & usable)
+    if not len(in_train):
         return Outcome("skipped", "no training item has a usable time")
-    newest = train.max()
+    newest_at = int(in_train[np.argmax(times[in_train])])
+    newest, newest_text = times[newest_at], ctx.times[newest_at]
     findings = []
     ranges = {}
     for split in ("train", "val", "test"):
-        part = times[splits == split].dropna()
-        if not part.empty:
-            ranges[split] = [str(part.min()), str(part.max())]
+        part = np.flatnonzero((splits == split) & usable)
+        if len(part):
+            ranges[split] = [str(ctx.times[int(part[np.argmin(times[part])])]),
+                             str(ctx.times[int(part[np.argmax(times[part])])])]
         if split == "train":
             continue
-        for i in np.flatnonzero((splits == split) & (times < newest).to_numpy()):
-            findings.append(Finding([int(i)], 1.0, f"{split} item at {times.iloc[i]} is older than the newest "
-                                    f"training item ({newest})"))
-    unparsed = int(times.isna().sum()) - sum(v is None for v in ctx.times)
+        for i in part[times[part] < newest]:
+            findings.append(Finding([int(i)], 1.0, f"{split} item at {ctx.times[i]} is older than the newest "
+                                    f"training item ({newest_text})"))
+    unparsed = int((~usable).sum()) - sum(v is None for v in ctx.times)
     stats = {"ranges": ranges, "n_unparsed": unparsed}
     if not findings:
         return Outcome("ok", "every evaluation item is newer than all training items", stats=stats)

@@ -11,6 +11,7 @@ from PIL import Image
 
 from headstart.audit.base import AuditContext, Finding, Outcome, n_of, register
 from headstart.data.items import open_image
+from headstart.data.labels import is_placeholder
 
 MIN_TEXT_CHARS = 3          # fewer word characters than this: a near-empty text
 SMALL_IMAGE_SIDE = 32       # upscaled from below this, an image carries little for a 224-px backbone
@@ -73,10 +74,20 @@ def readable(ctx: AuditContext) -> np.ndarray:
           "Rows whose label is empty: they cannot be trained on or evaluated.")
 def missing_labels(ctx: AuditContext) -> Outcome:
     found = _dropped(ctx, "missing-labels")
+    labels = ctx.data.labels or []
+    placeholders = [Finding([i], 0.5, f"label {v!r} usually means a missing label; it is kept as a class")
+                    for i, v in enumerate(labels) if is_placeholder(v)]
+    if not found and placeholders:
+        values = sorted({str(labels[f.items[0]]) for f in placeholders})
+        return Outcome("warning", f"{n_of(len(placeholders), 'row')} labeled {' / '.join(map(repr, values))}, "
+                       "a text that usually means no label", placeholders, {"n_placeholder": len(placeholders)},
+                       "If these rows are unlabeled, empty their label cells (fit then refuses them until they "
+                       "are labeled or dropped); if it is a real class, rename it to say so.")
     if not found:
         return Outcome("ok", "every item has a label")
-    return Outcome("severe", f"{n_of(len(found), 'row')} without a label", found,
-                   {"n_missing": len(found)},
+    return Outcome("severe", f"{n_of(len(found), 'row')} without a label"
+                   + (f", {len(placeholders)} labeled like a missing value" if placeholders else ""),
+                   found + placeholders, {"n_missing": len(found), "n_placeholder": len(placeholders)},
                    "Label these rows or remove them; `headstart fit` refuses data with unlabeled rows.")
 
 

@@ -123,7 +123,11 @@ def create_backbone(name: str, **kwargs: Any) -> Backbone:
         config = path / "config.json"
         if not config.is_file():
             raise BackboneError(f"{path} is a folder but has no config.json; it is not a saved model.")
-        if '"architecture"' in config.read_text():
+        try:
+            text = config.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise BackboneError(f"{config} cannot be read as UTF-8 JSON ({e}); it is damaged, save the model again.") from e
+        if '"architecture"' in text:
             return create_timm_from_folder(path, **kwargs)
         return create_hf_text_backbone(path, **kwargs)
     if path.suffix in (".safetensors", ".pth", ".pt", ".bin"):

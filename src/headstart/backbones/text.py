@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from headstart.backbones.base import Backbone, BackboneSpec, LayerGroup, count_params
-from headstart.backbones.hub import OFFLINE_HINT, hub_error, hub_unreachable
+from headstart.backbones.hub import OFFLINE_HINT, hub_error, hub_unreachable, require_safetensors
+from headstart.data.long_texts import cut_long_texts
 from headstart.errors import BackboneError, ConfigError
 
 logger = logging.getLogger(__name__)
@@ -90,13 +91,27 @@ class HFTextBackbone(Backbone):
         # Text has no default augmentation: paraphrase-style noise often changes the label.
         return dict(
             self.tokenizer(
-                list(items),
+                self._cut_long_texts(list(items)),
                 padding=True,
                 truncation=True,
                 max_length=self.max_length,
                 return_tensors="pt",
             )
         )
+
+    def _cut_long_texts(self, texts: list[str]) -> list[str]:
+        """Long texts cut to a prefix giving the same ``max_length`` tokens (see
+        :mod:`headstart.data.long_texts` for why that is safe), so a 100k-character text costs
+        what its first few thousand characters do."""
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        if backend is None or backend.pre_tokenizer is None or getattr(self.tokenizer, "truncation_side", "right") != "right":
+            return texts  # no word boundaries to rely on, or the end is what is kept: tokenise in full
+
+        def count_tokens(batch: list[str]) -> list[int]:
+            encoded = self.tokenizer(batch, truncation=True, max_length=self.max_length, padding=False)
+            return [len(ids) for ids in encoded["input_ids"]]
+
+        return cut_long_texts(texts, self.max_length, count_tokens)
 
     def forward_features(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         inputs = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
@@ -180,7 +195,11 @@ def create_hf_text_backbone(
     max_length = max_length or defaults.get("max_length", 256)
     normalize = defaults.get("normalize", False) if normalize is None else normalize
     kwargs: dict[str, Any] = {}
-    if not local:
+    model_kwargs: dict[str, Any] = {}
+    if local:
+        require_safetensors(folder)
+        model_kwargs["use_safetensors"] = True  # never fall back to unpickling pytorch_model.bin
+    else:
         why = hub_unreachable()
         if why:
             # Already-downloaded models still load from the local cache.
@@ -191,7 +210,7 @@ def create_hf_text_backbone(
     hf_logging.disable_progress_bar()  # our own progress goes to stderr; theirs would interleave
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(model_id), **kwargs)
-        model = AutoModel.from_pretrained(str(model_id), **kwargs)
+        model = AutoModel.from_pretrained(str(model_id), **kwargs, **model_kwargs)
     except Exception as e:
         if kwargs.get("local_files_only"):
             raise BackboneError(

@@ -13,7 +13,13 @@ import torch
 from torch import nn
 
 from headstart.backbones.base import Backbone, BackboneSpec, LayerGroup, count_params
-from headstart.backbones.hub import OFFLINE_HINT, cached_hub_file, hub_error, hub_unreachable
+from headstart.backbones.hub import (
+    OFFLINE_HINT,
+    cached_hub_file,
+    hub_error,
+    hub_unreachable,
+    require_safetensors,
+)
 from headstart.data.items import open_image
 from headstart.errors import BackboneError
 
@@ -228,11 +234,17 @@ def _num_classes_in(state: dict[str, torch.Tensor], arch: str) -> int:
 
 def create_timm_from_folder(folder: Path, name: str | None = None) -> TimmBackbone:
     """A folder saved the timm/Hugging Face way: ``config.json`` (``architecture``) + weights."""
-    config = json.loads((folder / "config.json").read_text())
-    arch = config["architecture"]
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        arch = config["architecture"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise BackboneError(f"{folder}/config.json cannot be read as a timm config ({e}); save the model "
+                            "again with timm's save_for_hf / push_to_hub layout.") from e
+    require_safetensors(folder, "timm")
     weights = folder / "model.safetensors"
     if not weights.is_file():
-        raise BackboneError(f"{folder} has config.json but no model.safetensors.")
+        raise BackboneError(f"{folder} has config.json but no model.safetensors (sharded timm folders are not "
+                            "supported); save the weights as one model.safetensors.")
     cfg = config.get("pretrained_cfg", {})
     overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()
                  if k in ("input_size", "mean", "std", "interpolation", "crop_pct", "crop_mode")}

@@ -142,9 +142,12 @@ def audit(
     Exit code: 0 when nothing is severe, 1 when a check is severe (leakage, missing labels,
     unreadable files, classes too small to learn) or on an error.
     """
+    from headstart.atomic import check_writable
     from headstart.audit import audit as run_audit
 
     progress = _setup(quiet)
+    if html is not None:  # before any work: an unwritable page path is a clear error, not a late traceback
+        check_writable(html, fix="choose another --html path")
     report = run_audit(data, backbone=None if backbone.lower() == "none" else backbone, text_col=text_col,
                        image_col=image_col, label_col=label_col, split_col=split_col, group_col=group_col,
                        time_col=time_col, checks=checks or None, near_threshold=near_threshold,
@@ -242,6 +245,8 @@ def fit(
     image_col: ImageCol = None,
     label_col: LabelCol = "label",
     split_col: Annotated[str | None, typer.Option("--split-col", help="Column of train/val/test values.")] = None,
+    group_col: Annotated[str | None, typer.Option("--group-col", help="Column of group ids (patient, user, session...): fit stops if a group spans two splits, and splits it makes keep each group whole.")] = None,
+    time_col: Annotated[str | None, typer.Option("--time-col", help="Column of timestamps: fit stops if an evaluation item is older than a training item, and splits it makes train on the oldest items, test on the newest.")] = None,
     slice_col: Annotated[list[str] | None, typer.Option("--slice-col", help="Column to report metrics per value of (repeatable).")] = None,
     val_fraction: Annotated[float, typer.Option(min=0.0, max=0.9, help="Validation share when the data has no split.")] = 0.1,
     test_fraction: Annotated[float, typer.Option(min=0.0, max=0.9, help="Held-out test share when the data has no split.")] = 0.2,
@@ -292,7 +297,7 @@ def fit(
     out = out or resume or Path("runs") / (data.stem if data.is_file() else data.resolve().name)
     check_destination(out, resuming=resume is not None)
     dataset = load_data(data, text_col=text_col, image_col=image_col, label_col=label_col,
-                        split_col=split_col, slice_cols=slice_col or ())
+                        split_col=split_col, slice_cols=slice_col or (), group_col=group_col, time_col=time_col)
     dataset = assign_splits(dataset, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
     checked = preflight(dataset, allow_leakage=allow_leakage)
     if not quiet:
@@ -318,8 +323,8 @@ def fit(
     # How to load the data and re-create its split (export measures int8 accuracy on the same
     # held-out items): the columns, the absolute path and the split shares (the seed is `seed`).
     loader = {"text_col": text_col, "image_col": image_col, "label_col": label_col, "split_col": split_col,
-              "slice_cols": slice_col or [], "path": str(data.resolve()), "val_fraction": val_fraction,
-              "test_fraction": test_fraction}
+              "slice_cols": slice_col or [], "group_col": group_col, "time_col": time_col,
+              "path": str(data.resolve()), "val_fraction": val_fraction, "test_fraction": test_fraction}
     command = shlex.join(["headstart", *(ctx.obj or {}).get("argv", sys.argv[1:])])
     step = (lambda _msg: None) if quiet else (lambda msg: render.stderr.print(f"[dim]· {msg}[/]", highlight=False))
     evidence = prove(clf, dataset, compare=compare, learning_curve=learning_curve, scratch_budget=scratch_budget,
@@ -522,7 +527,7 @@ def evaluate(
     text_col: TextCol = None,
     image_col: ImageCol = None,
     label_col: Annotated[str | None, typer.Option("--label-col", help="Label column (default: as at fit).")] = None,
-    split: Annotated[str | None, typer.Option(help="Evaluate one split only (train/val/test) when the data has splits.")] = None,
+    split: Annotated[str | None, typer.Option(help="Evaluate one split only (train/val/test): the data's own (--split-col, or train/ val/ test/ folders), or, on the data the bundle was fitted on, the split fit made, re-created.")] = None,
     split_col: Annotated[str | None, typer.Option("--split-col", help="Column of train/val/test values.")] = None,
     slice_col: Annotated[list[str] | None, typer.Option("--slice-col", help="Column to report metrics per value of (default: as at fit).")] = None,
     batch_size: BatchSize = 32,
@@ -538,15 +543,19 @@ def evaluate(
     from headstart.data import load_data
 
     progress = _setup(quiet)
-    loader = read_manifest(bundle, verify=False).get("loader", {})
+    manifest = read_manifest(bundle, verify=False)
+    loader = manifest.get("loader", {})
     table_opts = {}
     if not data.is_dir():
         table_opts = {"text_col": text_col or loader.get("text_col"), "image_col": image_col or loader.get("image_col"),
                       "split_col": split_col, "slice_cols": slice_col or (),
                       "optional_slice_cols": () if slice_col else loader.get("slice_cols") or ()}
+        if split is not None and split_col is None:  # the fit's split: its column, or re-created
+            table_opts.update(split_col=loader.get("split_col"), group_col=loader.get("group_col"),
+                              time_col=loader.get("time_col"))
     dataset = load_data(data, label_col=label_col or loader.get("label_col") or "label", **table_opts)
     if split is not None:
-        dataset = dataset.split(split)
+        dataset = _fit_split(dataset, manifest, bundle, data).split(split)
     clf = load(bundle)
     clf.set_params(batch_size=batch_size, device=device, cache=_cache_arg(cache_dir, no_cache))
     metrics = clf.evaluate(dataset, progress=progress)
@@ -554,6 +563,29 @@ def evaluate(
         render.print_json({"bundle": str(bundle), "data": str(data), "split": split or "all", "metrics": metrics})
         return
     render.metrics_tables(metrics, f"{data}" + (f" ({split} split)" if split else ""))
+
+
+def _fit_split(dataset: Any, manifest: dict[str, Any], bundle: Path, data: Path) -> Any:
+    """Data with a split: its own, or the one fit made of it, re-created (same seed, shares,
+    group and time columns) and checked against the fit's fingerprint."""
+    from headstart.data import assign_splits
+    from headstart.errors import DataError
+
+    if dataset.splits is not None:
+        return dataset
+    loader = manifest.get("loader") or {}
+    fractions = {k: loader[k] for k in ("val_fraction", "test_fraction") if k in loader}
+    try:
+        assign_splits(dataset, seed=int(manifest.get("seed") or 0), **fractions)
+    except DataError:
+        dataset.splits = None
+    if dataset.splits is None or dataset.fingerprint() != (manifest.get("data") or {}).get("fingerprint"):
+        raise DataError(
+            f"--split needs a split, and {data} has none of its own: give its column of train/val/test values "
+            f"with --split-col COLUMN. (It is not the data {bundle} was fitted on, so the split fit made cannot be "
+            "re-created.) Or drop --split to evaluate every item."
+        )
+    return dataset
 
 
 # --------------------------------------------------------------------- export

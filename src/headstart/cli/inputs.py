@@ -8,18 +8,17 @@ from pathlib import Path
 from headstart.data import Dataset, collect_image_paths, load_table
 from headstart.data.dataset import concat
 from headstart.data.tables import is_table
+from headstart.data.text_files import decode_lines, read_text_lines
 from headstart.errors import DataError
-
-
-def _numbered(lines: list[str]) -> list[tuple[int, str]]:
-    """Non-blank lines with their real (1-based) line numbers."""
-    return [(i + 1, line.rstrip("\n")) for i, line in enumerate(lines) if line.strip()]
 
 
 def _stdin_lines() -> list[tuple[int, str]]:
     if sys.stdin is None or sys.stdin.isatty():
         raise DataError("no inputs given and nothing piped on stdin: pass files or folders, or pipe text lines in.")
-    return _numbered(sys.stdin.readlines())
+    # Bytes, decoded like a file's: the locale's strict decoder would crash on one bad byte.
+    stream = getattr(sys.stdin, "buffer", None)
+    raw = stream.read() if stream is not None else sys.stdin.read().encode("utf-8", errors="surrogateescape")
+    return decode_lines(raw, "<stdin>")
 
 
 def _text_lines(source: str, numbered: list[tuple[int, str]]) -> Dataset:
@@ -57,8 +56,7 @@ def read_inputs(
             if not path.is_file():
                 raise DataError(f"{path} is not a file; for a text model give a table, a text file "
                                 "(one text per line) or '-' for stdin.")
-            text = path.read_text(encoding="utf-8", errors="replace")
-            parts.append(_text_lines(str(path), _numbered(text.splitlines())))
+            parts.append(_text_lines(str(path), read_text_lines(path)))
         else:
             paths = collect_image_paths([path])
             parts.append(Dataset(items=paths, labels=None, modality="image",

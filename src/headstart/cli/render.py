@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -76,17 +77,24 @@ def metrics_tables(metrics: dict[str, Any], title: str) -> None:
     summary.add_row(*(fmt(metrics.get(k)) for k in ("n", "accuracy", "balanced_accuracy", "macro_f1",
                                                        "roc_auc", "log_loss")))
     stdout.print(summary)
+    absent = metrics.get("absent_classes") or []
+    if absent:
+        n_classes = len(metrics["per_class"])
+        stdout.print(f"  [yellow]absent from this data[/]: {escape(', '.join(map(str, absent)))} ({len(absent)} of the "
+                     f"model's {n_classes} classes; macro-F1 counts each as 0). Macro-F1 over the "
+                     f"{n_classes - len(absent)} classes present: {fmt(metrics.get('macro_f1_present'))}",
+                     highlight=False)
     if metrics.get("roc_auc_note"):
         stdout.print(f"  ROC-AUC: {metrics['roc_auc_note']}")
     per_class = Table(title="per class", title_justify="left")
     for col in ("label", "precision", "recall", "f1", "support"):
         per_class.add_column(col, justify="left" if col == "label" else "right")
     for row in metrics["per_class"]:
-        per_class.add_row(str(row["label"]), fmt(row["precision"], 3), fmt(row["recall"], 3),
+        per_class.add_row(escape(str(row["label"])), fmt(row["precision"], 3), fmt(row["recall"], 3),
                           fmt(row["f1"], 3), str(row["support"]))
     stdout.print(per_class)
     cm = metrics["confusion_matrix"]
-    labels = [str(label) for label in cm["labels"]]
+    labels = [escape(str(label)) for label in cm["labels"]]
     # Long labels would squeeze the columns: then columns are headed by the class index.
     by_index = len(labels) > 4 and max(map(len, labels)) > 5
     matrix = Table(title="confusion matrix (rows: true, columns: predicted)", title_justify="left")
@@ -102,7 +110,7 @@ def metrics_tables(metrics: dict[str, Any], title: str) -> None:
         for col in (column, "n", "accuracy", "macro f1"):
             table.add_column(col, justify="left" if col == column else "right")
         for r in rows:
-            table.add_row(r["value"], str(r["n"]), fmt(r["accuracy"], 3), fmt(r["macro_f1"], 3))
+            table.add_row(escape(str(r["value"])), str(r["n"]), fmt(r["accuracy"], 3), fmt(r["macro_f1"], 3))
         stdout.print(table)
 
 

@@ -9,7 +9,7 @@ from typing import Any
 from headstart.data.dataset import SPLITS, Dataset
 from headstart.data.images import collect_image_paths, load_image_folder
 from headstart.data.memory import from_memory, infer_modality
-from headstart.data.splits import assign_splits, check_classes
+from headstart.data.splits import assign_splits, check_classes, check_split_classes
 from headstart.data.tables import TABLE_SUFFIXES, is_table, load_table
 from headstart.errors import DataError
 
@@ -18,6 +18,7 @@ __all__ = [
     "Dataset",
     "assign_splits",
     "check_classes",
+    "check_split_classes",
     "collect_image_paths",
     "from_memory",
     "infer_modality",
@@ -38,6 +39,8 @@ def load_data(
     optional_slice_cols: Sequence[str] = (),
     require_labels: bool = True,
     extra_cols: Mapping[str, str] | None = None,
+    group_col: str | None = None,
+    time_col: str | None = None,
     problems: list[dict[str, Any]] | None = None,
 ) -> Dataset:
     """Load labeled data from a folder of class sub-folders or a table.
@@ -46,12 +49,16 @@ def load_data(
         >>> ds = load_data("emails.jsonl", text_col="text", label_col="label")  # doctest: +SKIP
         >>> ds = load_data("animal-silhouettes/")                                # doctest: +SKIP
 
+    ``group_col`` / ``time_col`` name columns of group ids and timestamps (``Dataset.groups`` /
+    ``Dataset.times``): splits that :func:`assign_splits` makes keep each group in one split and
+    evaluate on items newer than every training item.
+
     With ``problems=[]``, rows that cannot be used (no label, empty text, missing image file)
     are dropped and described in that list instead of raising (what ``headstart audit`` does).
     """
     p = Path(path)
     if p.is_dir():
-        if text_col or image_col or split_col or slice_cols or extra_cols:
+        if text_col or image_col or split_col or slice_cols or extra_cols or group_col or time_col:
             raise DataError(
                 f"{p} is a folder of images; --text-col/--image-col/--split-col/--slice-col (and "
                 "--group-col/--time-col) apply to tables only."
@@ -70,6 +77,8 @@ def load_data(
             optional_slice_cols=optional_slice_cols,
             require_labels=require_labels,
             extra_cols=extra_cols,
+            group_col=group_col,
+            time_col=time_col,
             problems=problems,
         )
     raise DataError(

@@ -33,6 +33,10 @@ class Dataset:
         locators: a human-readable place per item (file path, ``table.csv row 12``),
             used in error messages and reports.
         source: where the data came from.
+        groups: a group id per item (patient, user, session...; ``None`` when unknown), or
+            ``None``: :func:`headstart.data.splits.assign_splits` keeps each group in one split.
+        times: a timestamp per item, or ``None``: ``assign_splits`` then trains on the oldest
+            items and evaluates on the newest.
     """
 
     items: list[Any]
@@ -43,6 +47,8 @@ class Dataset:
     locators: list[str] | None = None
     source: str = "<memory>"
     _hashes: list[str] | None = field(default=None, repr=False)
+    groups: list[Any] | None = None
+    times: list[Any] | None = None
 
     def __post_init__(self) -> None:
         n = len(self.items)
@@ -53,6 +59,9 @@ class Dataset:
             )
         if self.splits is not None and len(self.splits) != n:
             raise DataError(f"{self.source}: {n} items but {len(self.splits)} split values.")
+        for name, values in (("groups", self.groups), ("times", self.times)):
+            if values is not None and len(values) != n:
+                raise DataError(f"{self.source}: {n} items but {len(values)} {name}.")
         for name, values in self.slices.items():
             if len(values) != n:
                 raise DataError(f"{self.source}: slice column {name!r} has {len(values)} values for {n} items.")
@@ -103,6 +112,8 @@ class Dataset:
             locators=[self.locators[i] for i in idx],
             source=self.source,
             _hashes=None if hashes is None else [hashes[i] for i in idx],
+            groups=None if self.groups is None else [self.groups[i] for i in idx],
+            times=None if self.times is None else [self.times[i] for i in idx],
         )
 
     def split(self, name: str) -> Dataset:
@@ -110,7 +121,11 @@ class Dataset:
         if name not in SPLITS:
             raise DataError(f"unknown split {name!r}; use one of {', '.join(SPLITS)}.")
         if self.splits is None:
-            raise DataError(f"{self.source} has no split assignment; call assign_splits first.")
+            raise DataError(
+                f"{self.source} has no split assignment: give it one (a column of train/val/test values "
+                "named with --split-col, or train/ val/ test/ folders), or in Python call "
+                "headstart.data.assign_splits(dataset) first."
+            )
         return self.subset([i for i, s in enumerate(self.splits) if s == name])
 
     def split_counts(self) -> dict[str, int]:
@@ -163,6 +178,8 @@ def concat(first: Dataset, *others: Dataset) -> Dataset:
         locators=[loc for d in parts for loc in d.locators],
         source=first.source,
         _hashes=[h for d in parts for h in d._hashes] if all(d._hashes is not None for d in parts) else None,
+        groups=[g for d in parts for g in d.groups] if all(d.groups is not None for d in parts) else None,
+        times=[t for d in parts for t in d.times] if all(d.times is not None for d in parts) else None,
     )
 
 

@@ -7,18 +7,31 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from headstart.errors import DataError
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
 
-# Decompression bombs are refused by PIL above this many pixels; keep its guard, with a clear message.
-_MAX_PIXELS = Image.MAX_IMAGE_PIXELS
+
+def max_image_pixels() -> int | None:
+    """The most pixels an image file may have: PIL refuses more than twice ``PIL.Image.MAX_IMAGE_PIXELS``
+    (and only warns between one and two times it). Read at each call, so raising it takes effect."""
+    limit = Image.MAX_IMAGE_PIXELS
+    return None if limit is None else 2 * int(limit)
 
 
 def is_image_path(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+
+
+def is_valid_text(text: str) -> bool:
+    """Whether a string can be written as UTF-8 (no lone surrogates, which tokenizers refuse)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def item_sha256(item: Any, locator: str = "") -> str:
@@ -33,8 +46,9 @@ def item_sha256(item: Any, locator: str = "") -> str:
             with open(item, "rb") as f:
                 for block in iter(lambda: f.read(1 << 20), b""):
                     h.update(block)
-        except OSError as e:
-            raise DataError(f"cannot read {item}: {e.strerror or e}. Check the path and permissions.") from e
+        except (OSError, ValueError) as e:  # ValueError: a NUL byte in the path
+            raise DataError(f"cannot read {item}: {getattr(e, 'strerror', None) or e}. Check the path and "
+                            "permissions.") from e
     elif isinstance(item, Image.Image):
         h.update(f"pil\0{item.mode}\0{item.size}\0".encode())
         h.update(item.tobytes())
@@ -59,21 +73,40 @@ def open_image(item: Any, locator: str = "") -> Image.Image:
     elif isinstance(item, np.ndarray):
         img = _array_to_image(item, where)
     elif isinstance(item, (str, Path)):
-        try:
-            with Image.open(item) as opened:
-                opened.load()
-                img = opened.copy()
-        except FileNotFoundError as e:
-            raise DataError(f"image not found: {where}. Check the path.") from e
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-            raise DataError(
-                f"cannot decode image {where}: {e}. The file is corrupt or not an image; "
-                "remove it or replace it with a valid PNG/JPEG."
-            ) from e
-        except Image.DecompressionBombError as e:
-            raise DataError(f"image {where} is larger than {_MAX_PIXELS} pixels; downscale it first.") from e
+        img = _decode_file(item, where)
     else:
         raise DataError(f"{where}: expected an image (path, PIL image or array), got {type(item).__name__}.")
+    try:
+        return _to_rgb(img)
+    except DataError:
+        raise
+    except Exception as e:  # a mode PIL cannot convert (LAB, HSV...), a truncated frame...
+        raise DataError(f"cannot convert image {where} (mode {img.mode}) to RGB: {e}. Save it as an RGB or "
+                        "grayscale PNG/JPEG.") from e
+
+
+def _decode_file(path: str | Path, where: str) -> Image.Image:
+    try:
+        with Image.open(path) as opened:
+            opened.load()
+            return opened.copy()
+    except FileNotFoundError as e:
+        raise DataError(f"image not found: {where}. Check the path.") from e
+    except Image.DecompressionBombError as e:
+        raise DataError(
+            f"image {where} is too large to decode safely ({e}). headstart refuses images over "
+            f"{max_image_pixels():,} pixels (twice PIL.Image.MAX_IMAGE_PIXELS), a guard against decompression "
+            "bombs. Downscale the image; or, if you trust the file, raise the limit in Python before loading: "
+            "PIL.Image.MAX_IMAGE_PIXELS = <pixels> (None removes it)."
+        ) from e
+    except Exception as e:  # Pillow's decoders raise many types on damaged or hostile files
+        raise DataError(
+            f"cannot decode image {where}: {e or type(e).__name__}. The file is corrupt or not an image; "
+            "remove it or replace it with a valid PNG/JPEG."
+        ) from e
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
     if img.mode.startswith(("I", "F")):
         # 16/32-bit and float images: PIL's convert("RGB") would clip at 255 (nearly all white).
         img = Image.fromarray(_scale_to_uint8(np.asarray(img), sixteen_bit=img.mode.startswith("I;16")))
@@ -114,5 +147,10 @@ def _array_to_image(arr: np.ndarray, where: str) -> Image.Image:
             f"{where}: image array has shape {arr.shape}; expected H×W (grayscale), H×W×3 (RGB) "
             "or H×W×4 (RGBA)."
         )
-    img = Image.fromarray(_scale_to_uint8(arr))
-    return img.convert("RGB")
+    if arr.dtype.kind not in "biuf" or 0 in arr.shape:
+        raise DataError(f"{where}: image array has dtype {arr.dtype} and shape {arr.shape}; give a non-empty "
+                        "array of numbers (uint8 0..255, or floats 0..1).")
+    try:
+        return Image.fromarray(_scale_to_uint8(arr)).convert("RGB")
+    except (TypeError, ValueError) as e:
+        raise DataError(f"{where}: cannot make an image of an array of shape {arr.shape} and dtype {arr.dtype}: {e}.") from e

@@ -10,7 +10,8 @@ import numpy as np
 from PIL import Image
 
 from headstart.data.dataset import Dataset
-from headstart.data.items import is_image_path
+from headstart.data.items import is_image_path, is_valid_text
+from headstart.data.labels import check_distinct, check_scalar, warn_placeholders
 from headstart.errors import DataError
 
 
@@ -63,6 +64,11 @@ def from_memory(
         if bad:
             shown = ", ".join(map(str, bad[:5]))
             raise DataError(f"{source}: item(s) {shown} are empty or not text; every text must be non-empty.")
+        broken = [i for i, t in enumerate(items) if not is_valid_text(t)]
+        if broken:
+            shown = ", ".join(map(str, broken[:5]))
+            raise DataError(f"{source}: item(s) {shown} hold a lone surrogate (such as '\\ud800'), which is not a "
+                            "character and cannot be tokenized; fix or drop them.")
     labels = None
     if y is not None:
         labels = [v.item() if hasattr(v, "item") else v for v in (y.tolist() if isinstance(y, np.ndarray) else y)]
@@ -71,5 +77,9 @@ def from_memory(
         missing = [i for i, v in enumerate(labels) if v is None or (isinstance(v, float) and np.isnan(v))]
         if missing:
             raise DataError(f"{source}: labels at positions {missing[:5]} are missing.")
+        where = [f"{source} label {k}" for k in range(len(labels))]
+        check_scalar(labels, where, source)
+        check_distinct(set(labels), source)
+        warn_placeholders(labels, where, source)
     locators = [str(i) if isinstance(i, Path) else f"{source}[{k}]" for k, i in enumerate(items)]
     return Dataset(items=items, labels=labels, modality=modality, locators=locators, source=source)

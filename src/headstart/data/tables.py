@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from headstart.data.dataset import Dataset
+from headstart.data.items import is_valid_text
+from headstart.data.labels import normalize_labels, plain_label, warn_placeholders
 from headstart.data.splits import normalize_split_name
 from headstart.errors import DataError
 
@@ -31,6 +34,8 @@ def read_table(path: str | Path) -> pd.DataFrame:
     if not p.is_file():
         raise DataError(f"table {p} does not exist.")
     suffix = p.suffix.lower()
+    if suffix in (".csv", ".tsv"):
+        _check_header(p, "\t" if suffix == ".tsv" else ",")
     try:
         if suffix == ".csv":
             return pd.read_csv(p, keep_default_na=False, na_values=[""])
@@ -42,9 +47,60 @@ def read_table(path: str | Path) -> pd.DataFrame:
             return pd.read_json(p, dtype=False)
         if suffix in (".parquet", ".pq"):
             return pd.read_parquet(p)
-    except (ValueError, OSError, UnicodeDecodeError, pd.errors.ParserError) as e:
-        raise DataError(f"cannot read {p} as {suffix[1:].upper()}: {e}") from e
+    except UnicodeDecodeError as e:
+        raise DataError(_decode_error_message(p, e)) from e
+    except Exception as e:  # pandas' parsers raise a zoo of exception types on malformed files
+        detail = str(e).strip() or type(e).__name__
+        raise DataError(f"cannot read {p} as {suffix[1:].upper()}: {detail[:300]}. Check that the file is a "
+                        f"valid {suffix[1:].upper()} table (it is read by its extension).") from e
     raise DataError(f"{p}: unsupported table type {suffix!r}; use one of {', '.join(TABLE_SUFFIXES)}.")
+
+
+def _check_header(path: Path, sep: str) -> None:
+    """Refuse repeated column names: pandas would silently rename the second ``label`` to ``label.1``."""
+    import csv
+
+    try:
+        with open(path, encoding="utf-8-sig", errors="replace", newline="") as f:
+            header = next(csv.reader(f, delimiter=sep), [])
+    except (csv.Error, OSError):
+        return  # pandas reports what is wrong with the file
+    counts = Counter(name for name in header if name.strip())
+    repeated = [name for name, n in counts.items() if n > 1]
+    if repeated:
+        where = "; ".join(f"{name!r} in columns {', '.join(str(i + 1) for i, h in enumerate(header) if h == name)}"
+                          for name in repeated)
+        raise DataError(f"{path}: the header names a column more than once ({where}). Rename or delete the "
+                        "repeated columns so each name is used once.")
+
+
+def _decode_error_message(path: Path, error: UnicodeDecodeError) -> str:
+    """Where the file stops being UTF-8: its line and the bytes there, and how to convert it."""
+    try:
+        raw = path.read_bytes()
+        raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        start = raw.rfind(b"\n", 0, e.start) + 1
+        context = raw[start:e.start + 20].split(b"\n")[0].decode("utf-8", errors="replace")
+        bad = sum(1 for row in raw.split(b"\n") if not _is_utf8(row))
+        utf16 = raw[:2] in (b"\xff\xfe", b"\xfe\xff")
+        guess = "UTF-16" if utf16 else "WINDOWS-1252"
+        return (f"{path} is not UTF-8 text: line {line} has byte 0x{raw[e.start]:02x}, which UTF-8 cannot decode "
+                f"(near {context[:60]!r}; {bad} line{'s' if bad > 1 else ''} in all). headstart reads tables as "
+                f"UTF-8: save the file as UTF-8 (a spreadsheet's \"CSV UTF-8\"), or convert it, e.g. "
+                f"`iconv -f {guess} -t UTF-8 {path.name} > utf8-{path.name}`.")
+    except OSError:
+        pass
+    return f"{path} is not UTF-8 text ({error.reason}). Save it as UTF-8 and try again."
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _missing(value: Any) -> bool:
@@ -60,6 +116,14 @@ def _missing(value: Any) -> bool:
     return bool(pd.api.types.is_scalar(value) and pd.isna(value))
 
 
+def _is_file(path: Path) -> bool:
+    """``path.is_file()``, False for names the OS refuses (too long, NUL bytes) instead of raising."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
+
+
 def _require_column(df: pd.DataFrame, column: str, path: Path, option: str) -> None:
     if column not in df.columns:
         present = ", ".join(map(str, df.columns))
@@ -70,15 +134,6 @@ def _rows(indices: Sequence[int], limit: int = 5) -> str:
     shown = ", ".join(str(i + 1) for i in indices[:limit])
     more = f" and {len(indices) - limit} more" if len(indices) > limit else ""
     return f"row{'s' if len(indices) > 1 else ''} {shown}{more}"
-
-
-def _clean_label(value: Any) -> Any:
-    # JSON/CSV integers arrive as numpy ints or floats like 1.0; keep them as plain ints.
-    if hasattr(value, "item"):
-        value = value.item()
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
 
 
 def load_table(
@@ -92,6 +147,8 @@ def load_table(
     optional_slice_cols: Sequence[str] = (),
     require_labels: bool = True,
     extra_cols: Mapping[str, str] | None = None,
+    group_col: str | None = None,
+    time_col: str | None = None,
     problems: list[dict[str, Any]] | None = None,
 ) -> Dataset:
     """Load a table of texts or image paths.
@@ -107,6 +164,10 @@ def load_table(
         require_labels: raise when the label column is absent.
         extra_cols: more columns to keep (column -> the option that names it, for errors), e.g.
             the audit's group and time columns; stored in ``Dataset.slices`` (missing -> None).
+        group_col: column of group ids (patient, user...), kept as ``Dataset.groups``: splits made
+            by :func:`~headstart.data.splits.assign_splits` keep each group in one split.
+        time_col: column of timestamps, kept as ``Dataset.times``: ``assign_splits`` then
+            evaluates on items newer than every training item.
         problems: when a list is given, rows with no label, an empty text or a missing image
             file are dropped and described here (``row``, ``check``, ``locator``, ``detail``)
             instead of raising: the audit reports them all at once.
@@ -118,6 +179,10 @@ def load_table(
     if len(df) == 0:
         raise DataError(f"{p} has no rows.")
     df.columns = [str(c) for c in df.columns]
+    repeated = sorted(c for c, n in Counter(df.columns).items() if n > 1)
+    if repeated:
+        raise DataError(f"{p}: more than one column is named {', '.join(map(repr, repeated))}. Rename them so "
+                        "each column name is used once.")
     if text_col is None and image_col is None:
         text_col = next((c for c in _TEXT_COLUMN_GUESSES if c in df.columns), None)
         if text_col is None:
@@ -147,9 +212,8 @@ def load_table(
                 f"{p}: {_rows(unlabeled)} {'have' if len(unlabeled) > 1 else 'has'} no label in column "
                 f"{label_col!r}. Label them or drop them (run `headstart audit` to list them all)."
             )
-        labels = [None if _missing(v) else _clean_label(v) for v in raw]
-        if len({type(v) for v in labels if v is not None}) > 1:
-            labels = [None if v is None else str(v) for v in labels]
+        labels = normalize_labels([None if _missing(v) else v for v in raw], locators, str(p))
+        warn_placeholders(labels, locators, str(p))
 
     dropped = {pr["row"] for pr in problems} if problems is not None else set()
 
@@ -168,16 +232,24 @@ def load_table(
             reject(bad, "empty-texts", f"column {text_col!r} is empty or not text",
                    f"{p}: {_rows(bad)} of column {text_col!r} {'are' if len(bad) > 1 else 'is'} empty or "
                    "not text. Fill them in or drop those rows.")
+        broken = [i for i, v in enumerate(items) if i not in bad and not is_valid_text(v)]
+        if broken:
+            reject(broken, "empty-texts", f"column {text_col!r} holds an invalid character (a lone surrogate)",
+                   f"{p}: {_rows(broken)} of column {text_col!r} hold{'' if len(broken) > 1 else 's'} a lone "
+                   "UTF-16 surrogate (such as a \\ud800 escape in JSON), which is not a character. Fix or drop "
+                   "those rows.")
     else:
         modality = "image"
         raw_paths = df[image_col].tolist()
-        bad = [i for i, v in enumerate(raw_paths) if _missing(v)]
+        bad = [i for i, v in enumerate(raw_paths)
+               if _missing(v) or not isinstance(v, (str, int, float)) or not is_valid_text(str(v))]
         if bad:
             reject(bad, "unreadable-files", f"no image path in column {image_col!r}",
-                   f"{p}: {_rows(bad)} of column {image_col!r} have no image path.")
-        items = [None if i in bad else Path(v) if Path(v).is_absolute() else p.parent / str(v)
-                 for i, v in enumerate(raw_paths)]
-        absent = [i for i, v in enumerate(items) if v is not None and not v.is_file()]
+                   f"{p}: {_rows(bad)} of column {image_col!r} have no image path (empty, or not a file "
+                   "name). Give each row the path of its image file, relative to the table's folder.")
+        items = [None if i in bad else Path(str(plain_label(v))) if Path(str(plain_label(v))).is_absolute()
+                 else p.parent / str(plain_label(v)) for i, v in enumerate(raw_paths)]
+        absent = [i for i, v in enumerate(items) if v is not None and not _is_file(v)]
         if absent:
             reject(absent, "unreadable-files", "image file not found",
                    f"{p}: {_rows(absent)}: image file not found ({items[absent[0]]}). Paths are read "
@@ -191,28 +263,24 @@ def load_table(
     wanted = list(slice_cols) + [c for c in optional_slice_cols if c in df.columns and c not in slice_cols]
     for col in wanted:
         _require_column(df, col, p, "--slice-col")
-        slices[col] = ["(missing)" if _missing(v) else _clean_label(v) for v in df[col].tolist()]
+        slices[col] = ["(missing)" if _missing(v) else _cell(v) for v in df[col].tolist()]
     for col, option in (extra_cols or {}).items():
         if col not in slices:
             _require_column(df, col, p, option)
-            slices[col] = [None if _missing(v) else _clean_label(v) for v in df[col].tolist()]
+            slices[col] = [None if _missing(v) else _cell(v) for v in df[col].tolist()]
+    columns = {}
+    for name, col, option in (("groups", group_col, "--group-col"), ("times", time_col, "--time-col")):
+        if col is not None:
+            _require_column(df, col, p, option)
+            columns[name] = [None if _missing(v) else _cell(v) for v in df[col].tolist()]
+    dataset = Dataset(items=items, labels=labels, modality=modality, splits=splits, slices=slices,
+                      locators=locators, source=str(p), **columns)
     if dropped:
-        keep = [i for i in range(len(df)) if i not in dropped]
-        return Dataset(
-            items=[items[i] for i in keep],
-            labels=None if labels is None else [labels[i] for i in keep],
-            modality=modality,
-            splits=None if splits is None else [splits[i] for i in keep],
-            slices={k: [v[i] for i in keep] for k, v in slices.items()},
-            locators=[locators[i] for i in keep],
-            source=str(p),
-        )
-    return Dataset(
-        items=items,
-        labels=labels,
-        modality=modality,
-        splits=splits,
-        slices=slices,
-        locators=locators,
-        source=str(p),
-    )
+        return dataset.subset([i for i in range(len(df)) if i not in dropped])
+    return dataset
+
+
+def _cell(value: Any) -> Any:
+    """A table cell as a plain, hashable value (numpy scalars -> Python; lists, dicts -> their text)."""
+    value = plain_label(value)
+    return value if isinstance(value, (str, int, float)) else str(value)

@@ -8,18 +8,16 @@ from typing import Any
 
 import numpy as np
 
-from headstart.errors import DataError
+from headstart.data.labels import label_indices, plain_label
 
 
 def check_known_labels(y_true: Sequence[Any], classes: Sequence[Any], where: str) -> None:
-    """Raise when the data has labels the model was never trained on."""
-    known = set(classes)
-    unknown = sorted({str(v) for v in y_true if v not in known})
-    if unknown:
-        raise DataError(
-            f"{where} has labels the model does not know: {', '.join(unknown[:10])}. The model was "
-            f"trained on: {', '.join(map(str, classes))}. Drop or relabel those items, or retrain."
-        )
+    """Raise when the data has labels the model was never trained on.
+
+    Labels match by their text (:func:`headstart.data.labels.label_key`): ``True`` from a JSON
+    file is the class ``"True"`` of a bundle, ``1`` from a CSV the class ``1.0`` of an array.
+    """
+    label_indices(y_true, classes, where)
 
 
 def classification_metrics(y_true: Sequence[Any], proba: np.ndarray, classes: Sequence[Any]) -> dict[str, Any]:
@@ -31,14 +29,18 @@ def classification_metrics(y_true: Sequence[Any], proba: np.ndarray, classes: Se
         proba: predicted probabilities, shape ``(n, len(classes))``, columns in ``classes`` order.
         classes: the model's classes.
 
-    ROC-AUC is ``None`` (with a reason) when the data holds fewer than two classes.
+    ROC-AUC is ``None`` (with a reason) when the data holds fewer than two classes. When some of
+    the model's classes have no item in the data, ``absent_classes`` names them and
+    ``macro_f1_present`` averages F1 over the classes present only (``macro_f1`` counts each
+    absent class as F1 0, which drags it far below the accuracy).
     """
     from sklearn import metrics as skm
 
-    classes = list(classes)
-    y = np.array([classes.index(v) for v in y_true])
+    classes = [plain_label(c) for c in classes]
+    y = label_indices(y_true, classes, "the evaluation data")
     pred = proba.argmax(axis=1)
     labels = np.arange(len(classes))
+    present = np.unique(y)
     out: dict[str, Any] = {
         "n": len(y),
         "accuracy": float(skm.accuracy_score(y, pred)),
@@ -46,8 +48,10 @@ def classification_metrics(y_true: Sequence[Any], proba: np.ndarray, classes: Se
         "macro_f1": float(skm.f1_score(y, pred, labels=labels, average="macro", zero_division=0)),
         "roc_auc": None,
         "log_loss": float(skm.log_loss(y, np.clip(proba, 1e-15, 1), labels=labels)),
+        "absent_classes": [classes[k] for k in labels if k not in set(present.tolist())],
     }
-    present = np.unique(y)
+    out["macro_f1_present"] = (float(skm.f1_score(y, pred, labels=present, average="macro", zero_division=0))
+                               if out["absent_classes"] else out["macro_f1"])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         out["balanced_accuracy"] = float(skm.balanced_accuracy_score(y, pred))
@@ -114,8 +118,7 @@ def slice_metrics(
     """
     from sklearn import metrics as skm
 
-    classes = list(classes)
-    y = np.array([classes.index(v) for v in y_true])
+    y = label_indices(y_true, classes, "the evaluation data")
     pred = proba.argmax(axis=1)
     overall = float((pred == y).mean()) if len(y) else 0.0
     out: dict[str, list[dict[str, Any]]] = {}

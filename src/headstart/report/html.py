@@ -11,12 +11,12 @@ from __future__ import annotations
 import math
 import os
 import re
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from html import escape
 from pathlib import Path
 from typing import Any
 
+from headstart.atomic import write_file
 from headstart.errors import ConfigError
 from headstart.report.style import CSS
 from headstart.report.svg import confusion_svg, line_chart_svg, reliability_svg
@@ -400,18 +400,9 @@ def write_report(report: Mapping[str, Any], path: str | os.PathLike) -> Path:
 
 
 def write_text_atomic(page: str, path: str | os.PathLike) -> Path:
-    """Write ``page`` to ``path`` as UTF-8 through a temporary file and a rename (0644)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(page)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a report is meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write ``page`` to ``path`` as UTF-8 with the shared atomic file writer (umask permissions).
+
+    Raises:
+        OutputError: ``path`` cannot be written (the message names it and what to do).
+    """
+    return write_file(path, page)

@@ -23,12 +23,9 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import logging
-import shutil
 import statistics
 import time
-import uuid
 import warnings
 from pathlib import Path
 from typing import Any
@@ -37,10 +34,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from headstart.atomic import swap_into_place
-from headstart.bundle import MANIFEST, file_sha256, load_bundle, manifest_digest, read_manifest
+from headstart.atomic import atomic_folder
+from headstart.bundle import load_bundle, read_manifest
 from headstart.data import Dataset, assign_splits, load_data
 from headstart.errors import BundleError, ConfigError, DataError
+from headstart.manifest import file_sha256, write_manifest
 from headstart.provenance import utc_now
 from headstart.serving.engine import OUTPUT, Engine, OnnxEngine, TorchEngine
 from headstart.serving.preprocessing import TEXT_INPUTS, decode_image, describe_image, describe_text
@@ -104,17 +102,11 @@ def export_onnx(bundle: str | Path, *, quantize: str | None = None, data: str | 
     dataset, data_note = _real_data(folder, manifest, data)
     clf = load_bundle(folder)
     torch_engine = TorchEngine(folder, manifest, batch_size=32, device="cpu", cache=False, classifier=clf)
-    # Everything is written into a copy, verified, then swapped in by renames.
-    tmp = folder.parent / f".{folder.name}.export-{uuid.uuid4().hex[:8]}"
-    shutil.copytree(folder, tmp)
-    try:
+    # Everything is written into a copy, verified, then swapped in by renames (the shared writer).
+    with atomic_folder(folder, start_from=folder) as tmp:
         summary = _export_into(tmp, manifest, torch_engine, dataset, data_note, quantize=quantize, opset=opset,
                                parity_items=parity_items)
         read_manifest(tmp)  # what a reader will verify, before it replaces the bundle
-        swap_into_place(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     logger.info("exported %s (parity %.2e)", folder / ONNX_FILE, summary["parity"]["max_abs_diff"])
     return {"bundle": str(folder), **summary, "seconds": round(time.perf_counter() - started, 1)}
 
@@ -217,9 +209,7 @@ def _list_files(manifest: dict[str, Any], folder: Path, names: list[str]) -> Non
 
 
 def _write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
-    manifest.pop("manifest_sha256", None)
-    manifest["manifest_sha256"] = manifest_digest(json.loads(json.dumps(manifest, default=str)))
-    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+    write_manifest(folder, manifest, files=list(manifest["files"]))
 
 
 # ------------------------------------------------------------------ real items
@@ -241,7 +231,8 @@ def _real_data(folder: Path, manifest: dict[str, Any], data: str | Path | None) 
     options: dict[str, Any] = {}
     if not source.is_dir():
         options = {"text_col": loader.get("text_col"), "image_col": loader.get("image_col"),
-                   "split_col": loader.get("split_col"), "require_labels": False}
+                   "split_col": loader.get("split_col"), "group_col": loader.get("group_col"),
+                   "time_col": loader.get("time_col"), "require_labels": False}
     dataset = load_data(source, label_col=loader.get("label_col") or "label", **options)
     if dataset.modality != manifest["modality"]:
         raise DataError(f"{source} holds {dataset.modality} but {folder} takes {manifest['modality']}; "

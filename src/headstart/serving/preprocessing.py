@@ -16,6 +16,7 @@ and ``Normalize`` (float32), channels RGB, layout NCHW. Texts use the backbone's
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,8 +24,9 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from headstart.data.items import open_image
-from headstart.errors import BundleError, DataError
+from headstart.data.items import max_image_pixels, open_image
+from headstart.data.long_texts import cut_long_texts
+from headstart.errors import BundleError, DataError, ImageTooLargeError
 
 # torchvision InterpolationMode value -> PIL filter (torchvision's own ``pil_modes_mapping``).
 PIL_FILTERS = {
@@ -37,6 +39,10 @@ PIL_FILTERS = {
     "lanczos": Image.Resampling.LANCZOS,
 }
 TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+# Only the raster formats headstart reads from folders; PIL's other plugins (EPS calls
+# Ghostscript...) have no business parsing bytes someone sent.
+IMAGE_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP")  # JPEG covers MPO (phone JPEGs)
+_FILE_OBJECT = re.compile(r"\s*<_?io\.\w+ object at 0x[0-9a-fA-F]+>")
 
 
 # ------------------------------------------------------------------ describing (at export)
@@ -93,23 +99,70 @@ def describe_text(tokenizer: Any, inputs: Sequence[str], *, file: str) -> dict[s
 def decode_image(item: Any, index: int) -> Image.Image:
     """An RGB PIL image from a path, PIL image, array or encoded bytes; errors name the item."""
     if isinstance(item, (bytes, bytearray, memoryview)):
-        try:
-            with Image.open(io.BytesIO(bytes(item))) as opened:
-                opened.load()
-                item = opened.copy()
-        except Image.DecompressionBombError as e:
-            raise DataError(f"item {index}: the image is larger than {Image.MAX_IMAGE_PIXELS} pixels; "
-                            "downscale it first.") from e
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-            raise DataError(f"item {index}: cannot decode the bytes as an image ({e}); send PNG or JPEG "
-                            "bytes.") from e
-    elif not isinstance(item, (str, Path, Image.Image, np.ndarray)):
+        return decode_image_bytes(bytes(item), f"item {index}")
+    if not isinstance(item, (str, Path, Image.Image, np.ndarray)):
         raise DataError(f"item {index}: expected an image (file path, PIL image, array or PNG/JPEG bytes), "
                         f"got {type(item).__name__}.")
     try:
         return open_image(item, str(item) if isinstance(item, (str, Path)) else f"item {index}")
     except DataError as e:
         raise DataError(f"item {index}: {e}") from e
+
+
+def open_encoded_image(raw: bytes, where: str, *, max_pixels: int | None = None) -> Image.Image:
+    """Encoded image bytes opened lazily: format and size read from the header, no pixel decoded.
+
+    The one decoder of image bytes (the engine's and the service's): only ``IMAGE_FORMATS`` are
+    parsed, and an image over ``max_pixels`` (or over PIL's decompression-bomb bound,
+    :func:`headstart.data.items.max_image_pixels`) is refused before its pixels are allocated.
+
+    Raises:
+        ImageTooLargeError: Too many pixels.
+        DataError: Not an image in one of the formats, or a damaged one.
+    """
+    Image.init()  # registers every plugin, so that `formats` can name TIFF and WebP
+    try:
+        opened = Image.open(io.BytesIO(raw), formats=IMAGE_FORMATS)
+    except Image.DecompressionBombError as e:
+        raise _too_large(where, e, max_pixels) from e
+    except Exception as e:  # Pillow's parsers raise many types (EOFError, struct.error...) on hostile bytes
+        raise DataError(_undecodable(where, e)) from e
+    width, height = opened.size
+    if max_pixels is not None and width * height > max_pixels:
+        opened.close()
+        raise ImageTooLargeError(f"{where} is {width}×{height} pixels; at most {max_pixels} pixels per image. "
+                                 "Downscale it first.")
+    return opened
+
+
+def decode_image_bytes(raw: bytes, where: str, *, max_pixels: int | None = None) -> Image.Image:
+    """An RGB image from encoded bytes, converted as :func:`headstart.data.items.open_image`
+    converts files (errors as :func:`open_encoded_image`)."""
+    opened = open_encoded_image(raw, where, max_pixels=max_pixels)
+    try:
+        opened.load()
+    except Image.DecompressionBombError as e:
+        opened.close()
+        raise _too_large(where, e, max_pixels) from e
+    except Exception as e:  # truncated or damaged data, whatever the decoder raises for it
+        opened.close()
+        raise DataError(_undecodable(where, e)) from e
+    return open_image(opened, where)
+
+
+def _too_large(where: str, error: Exception, max_pixels: int | None) -> ImageTooLargeError:
+    limit = max_pixels if max_pixels is not None else max_image_pixels()  # PIL refuses over twice its bound
+    size = re.search(r"\((\d+) pixels\)", str(error))  # "Image size (400000000 pixels) exceeds limit..."
+    has = size.group(1) if size else f"more than {max_image_pixels()}"
+    return ImageTooLargeError(f"{where} has {has} pixels; at most {limit} pixels per image. Downscale it first.")
+
+
+def _undecodable(where: str, error: Exception) -> str:
+    if isinstance(error, UnidentifiedImageError):
+        why = "not a PNG, JPEG, GIF, BMP, TIFF or WebP image"
+    else:  # PIL names the file object it read from: <_io.BytesIO object at 0x...> means nothing to a client
+        why = _FILE_OBJECT.sub("the bytes", str(error)) or type(error).__name__
+    return f"{where}: cannot decode the bytes as an image ({why}); send PNG, JPEG, GIF, BMP, TIFF or WebP file bytes."
 
 
 def check_texts(items: Sequence[Any]) -> list[str]:
@@ -185,20 +238,35 @@ class TextPreprocessor:
     def __init__(self, description: dict[str, Any], folder: Path) -> None:
         from tokenizers import Tokenizer
 
+        from headstart.manifest import contained_file
+
         self.inputs = list(description["inputs"])
-        self.tokenizer = Tokenizer.from_file(str(folder / description["tokenizer"]))
+        # A plain name inside the bundle (verified by its manifest), never a path or link out of it.
+        self.tokenizer = Tokenizer.from_file(str(contained_file(folder, description["tokenizer"])))
         trunc, pad = description["truncation"], description["padding"]
         self.tokenizer.enable_truncation(trunc["max_length"], stride=trunc["stride"], strategy=trunc["strategy"],
                                          direction=trunc["direction"])
         self.tokenizer.enable_padding(direction=pad["direction"], pad_id=pad["pad_id"], pad_type_id=pad["pad_type_id"],
                                       pad_token=pad["pad_token"])
         self.add_special_tokens = bool(description.get("add_special_tokens", True))
+        self.max_length = int(trunc["max_length"])
+        # The same cut as the torch backbone's (headstart.data.long_texts): a long text's prefix
+        # that gives the same max_length tokens, when the tokenizer splits words and keeps the start.
+        self.cuts_long_texts = self.tokenizer.pre_tokenizer is not None and str(trunc["direction"]).lower() == "right"
 
     def __call__(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
-        encodings = self.tokenizer.encode_batch(list(texts), add_special_tokens=self.add_special_tokens)
+        texts = list(texts)
+        if self.cuts_long_texts:
+            texts = cut_long_texts(texts, self.max_length, self._count_tokens)
+        encodings = self.tokenizer.encode_batch(texts, add_special_tokens=self.add_special_tokens)
         fields = {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_ids": "type_ids"}
         return {name: np.asarray([getattr(e, fields[name]) for e in encodings], dtype=np.int64)
                 for name in self.inputs}
+
+
+    def _count_tokens(self, texts: list[str]) -> list[int]:
+        encodings = self.tokenizer.encode_batch(texts, add_special_tokens=self.add_special_tokens)
+        return [sum(e.attention_mask) for e in encodings]  # padding is on: count the real tokens
 
 
 def build_preprocessor(description: dict[str, Any], folder: Path) -> ImagePreprocessor | TextPreprocessor:

@@ -1,6 +1,10 @@
 """Running the service: ``serve`` (uvicorn with one or N worker processes on a socket it opens
 itself), JSON logging, graceful shutdown, and the ``headstart serve`` command.
 
+Connections go through :class:`headstart.serving.connections.GuardedH11Protocol`: uvicorn's h11
+protocol with header and body read deadlines, a connection cap and a keep-alive limit (that
+module says why this rather than another ASGI server).
+
 The application and its request validation are in :mod:`headstart.serving.service`; every worker
 builds it with :func:`headstart.serving.service.create_app_from_env`.
 """
@@ -18,6 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from enum import Enum
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -29,26 +34,36 @@ from headstart.errors import BundleError, ConfigError, HeadstartError
 if TYPE_CHECKING:
     pass
 
-from headstart.serving.service import (
-    APP_FACTORY,
+from headstart.serving.limits import (
     DEFAULT_MAX_BATCH,
     DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_REQUEST_PIXELS,
     DEFAULT_MAX_TEXT_CHARS,
+    ConnectionLimits,
+    Limits,
+    MiB,
+)
+from headstart.serving.service import (
+    APP_FACTORY,
     ENGINES,
     ENV_BUNDLE,
+    ENV_CONNECTION_LIMITS,
     ENV_ENGINE,
     ENV_MAX_BATCH,
     ENV_MAX_BODY_BYTES,
+    ENV_MAX_REQUEST_PIXELS,
     ENV_MAX_TEXT_CHARS,
     ENV_STARTUP_REPORT,
     ENV_THREADS,
     LOG_LEVELS,
     STARTUP_FAILURE,
-    Limits,
-    MiB,
 )
 
 logger = logging.getLogger(__name__)
+
+_LIMITS = ConnectionLimits()
+# File descriptors a worker needs beyond its connections (libraries, logs, the listening socket).
+FD_HEADROOM = 128
 
 
 class JsonLogFormatter(logging.Formatter):
@@ -88,7 +103,11 @@ def log_config(level: str = "info") -> dict[str, Any]:
 
 def serve(bundle: str | Path, *, host: str = "127.0.0.1", port: int = 8080, workers: int = 1, engine: str = "auto",
           max_batch: int = DEFAULT_MAX_BATCH, max_body_mb: float = DEFAULT_MAX_BODY_BYTES / MiB,
-          max_text_chars: int = DEFAULT_MAX_TEXT_CHARS, threads: int = 1, max_connections: int | None = None,
+          max_text_chars: int = DEFAULT_MAX_TEXT_CHARS, max_request_megapixels: float = DEFAULT_MAX_REQUEST_PIXELS / 1e6,
+          threads: int = 1, max_connections: int = _LIMITS.max_connections,
+          header_timeout: float = _LIMITS.header_timeout, body_timeout: float = _LIMITS.body_timeout,
+          keep_alive_timeout: float = _LIMITS.keep_alive_timeout,
+          max_requests_per_connection: int = _LIMITS.max_requests_per_connection,
           graceful_timeout: int = 30, log_level: str = "info") -> None:
     """Serve ``bundle`` over HTTP until SIGTERM or Ctrl+C; returns after a graceful shutdown.
 
@@ -102,8 +121,18 @@ def serve(bundle: str | Path, *, host: str = "127.0.0.1", port: int = 8080, work
         max_batch: Most items per request.
         max_body_mb: Largest request body, in MiB.
         max_text_chars: Longest text item.
+        max_request_megapixels: Most pixels in all of one request's images, in millions (each
+            image is also limited to 25 megapixels); checked from the image headers before decoding.
         threads: Predictions at once per worker.
-        max_connections: Concurrent connections per worker before uvicorn answers 503 (None: no cap).
+        max_connections: Open connections per worker; beyond it the connection waiting longest for
+            its client is closed (503 for the new one when every connection has a request in
+            progress). The process's open-file limit is raised to fit, or a ConfigError says why not.
+        header_timeout: Seconds a request's headers may take to arrive, from the connection opening
+            or the previous response (then 408 and the connection is closed).
+        body_timeout: Seconds a request's body may take to arrive after its headers (then 408).
+        keep_alive_timeout: Seconds an idle keep-alive connection stays open.
+        max_requests_per_connection: Requests on one keep-alive connection before the server
+            answers ``Connection: close``.
         graceful_timeout: Seconds in-flight requests get to finish at shutdown.
         log_level: "debug", "info" (access lines included), "warning", "error" or "critical".
 
@@ -117,10 +146,16 @@ def serve(bundle: str | Path, *, host: str = "127.0.0.1", port: int = 8080, work
     """
     import uvicorn
 
+    from headstart.serving.connections import GuardedH11Protocol
+
     env = _serve_env(bundle, engine=engine, max_batch=max_batch, max_body_mb=max_body_mb,
-                     max_text_chars=max_text_chars, threads=threads)
-    _check_serve_args(host=host, port=port, workers=workers, max_connections=max_connections,
-                      graceful_timeout=graceful_timeout, log_level=log_level)
+                     max_text_chars=max_text_chars, max_request_megapixels=max_request_megapixels, threads=threads)
+    _check_serve_args(host=host, port=port, workers=workers, graceful_timeout=graceful_timeout, log_level=log_level)
+    connections = ConnectionLimits(header_timeout=header_timeout, body_timeout=body_timeout,
+                                   keep_alive_timeout=keep_alive_timeout, max_connections=max_connections,
+                                   max_requests_per_connection=max_requests_per_connection)
+    _fit_open_files(connections.max_connections)
+    env[ENV_CONNECTION_LIMITS] = json.dumps(connections.describe())
     logs = log_config(log_level)
     logging.config.dictConfig(logs)
     if not _is_loopback(host):
@@ -128,9 +163,11 @@ def serve(bundle: str | Path, *, host: str = "127.0.0.1", port: int = 8080, work
                        "model. Keep the default 127.0.0.1, or put an authenticating proxy in front.", host)
     sock = _listen(host, port)
     port = sock.getsockname()[1]
+    # The protocol is a partial (it pickles), so `--workers N` hands it to every worker process.
     config = uvicorn.Config(APP_FACTORY, factory=True, host=host, port=port, workers=workers, log_config=logs,
                             log_level=log_level, access_log=False, timeout_graceful_shutdown=graceful_timeout,
-                            limit_concurrency=max_connections, server_header=False)
+                            http=partial(GuardedH11Protocol, limits=connections), ws="none",  # no WebSocket routes
+                            timeout_keep_alive=connections.keep_alive_timeout, server_header=False)
     logger.info("listening on http://%s:%d", f"[{host}]" if ":" in host else host, port,
                 extra={"fields": {"bundle": env[ENV_BUNDLE], "workers": workers, "engine": engine}})
     started, exit_code = True, 0
@@ -201,7 +238,7 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
 
 
 def _serve_env(bundle: str | Path, *, engine: str, max_batch: int, max_body_mb: float, max_text_chars: int,
-               threads: int) -> dict[str, str]:
+               max_request_megapixels: float, threads: int) -> dict[str, str]:
     folder = Path(bundle)
     if not folder.is_dir():
         raise BundleError(f"bundle {folder} not found; pass the folder `headstart fit --out` wrote.")
@@ -209,15 +246,38 @@ def _serve_env(bundle: str | Path, *, engine: str, max_batch: int, max_body_mb: 
         raise ConfigError(f"engine must be one of {', '.join(ENGINES)}; got {engine!r}.")
     if not 0 < max_body_mb <= 1024:
         raise ConfigError(f"max_body_mb must be in (0, 1024]; got {max_body_mb!r}.")
+    if not 0 < max_request_megapixels <= 100_000:
+        raise ConfigError(f"max_request_megapixels must be in (0, 100000]; got {max_request_megapixels!r}.")
     limits = Limits(max_batch=max_batch, max_body_bytes=int(max_body_mb * MiB), max_text_chars=max_text_chars,
-                    threads=threads)
+                    max_request_pixels=max(1, int(max_request_megapixels * 1e6)), threads=threads)
     return {ENV_BUNDLE: str(folder.resolve()), ENV_ENGINE: engine, ENV_MAX_BATCH: str(limits.max_batch),
             ENV_MAX_BODY_BYTES: str(limits.max_body_bytes), ENV_MAX_TEXT_CHARS: str(limits.max_text_chars),
-            ENV_THREADS: str(limits.threads)}
+            ENV_MAX_REQUEST_PIXELS: str(limits.max_request_pixels), ENV_THREADS: str(limits.threads)}
 
 
-def _check_serve_args(*, host: str, port: int, workers: int, max_connections: int | None, graceful_timeout: int,
-                      log_level: str) -> None:
+def _fit_open_files(max_connections: int) -> None:
+    """Raise this process's open-file limit (inherited by the workers) to fit ``max_connections``.
+
+    Without it, the default soft limit (often 1024) would end accepting ("Too many open files")
+    before the cap is reached, and the cap would never get to choose whom to drop.
+    """
+    try:
+        import resource
+    except ImportError:  # Windows: no such limit to fit
+        return
+    need = max_connections + FD_HEADROOM
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= need:
+        return
+    if hard != resource.RLIM_INFINITY and hard < need:
+        raise ConfigError(f"max_connections={max_connections} needs {need} open files per worker, but this process "
+                          f"may open at most {hard} (`ulimit -Hn`); lower --max-connections to {max(1, hard - FD_HEADROOM)} "
+                          "or raise the limit.")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
+    logger.debug("open-file limit raised from %d to %d for %d connections", soft, need, max_connections)
+
+
+def _check_serve_args(*, host: str, port: int, workers: int, graceful_timeout: int, log_level: str) -> None:
     problems = []
     if not host:
         problems.append("host is empty (use 127.0.0.1)")
@@ -225,8 +285,6 @@ def _check_serve_args(*, host: str, port: int, workers: int, max_connections: in
         problems.append(f"port must be in 0..65535, got {port!r}")
     if not isinstance(workers, int) or workers < 1:
         problems.append(f"workers must be >= 1, got {workers!r}")
-    if max_connections is not None and max_connections < 1:
-        problems.append(f"max_connections must be >= 1 (or None), got {max_connections!r}")
     if graceful_timeout < 0:
         problems.append(f"graceful_timeout must be >= 0 seconds, got {graceful_timeout!r}")
     if log_level.lower() not in LOG_LEVELS:
@@ -294,8 +352,13 @@ def serve_command(
     max_batch: Annotated[int, typer.Option("--max-batch", min=1, help="Most items in one request (more: 413).")] = DEFAULT_MAX_BATCH,
     max_body_mb: Annotated[float, typer.Option("--max-body-mb", min=0.001, max=1024, help="Largest request body in MiB, enforced while it streams in (more: 413).")] = DEFAULT_MAX_BODY_BYTES / MiB,
     max_text_chars: Annotated[int, typer.Option("--max-text-chars", min=1, help="Longest text item in characters (more: 413).")] = DEFAULT_MAX_TEXT_CHARS,
+    max_request_megapixels: Annotated[float, typer.Option("--max-request-megapixels", min=0.001, max=100_000, help="Most pixels in all of one request's images together, in millions, read from the image headers before decoding (more: 413). Each image is also limited to 25 megapixels.")] = DEFAULT_MAX_REQUEST_PIXELS / 1e6,
     threads: Annotated[int, typer.Option(min=1, help="Predictions running at once per worker; further requests wait their turn.")] = 1,
-    max_connections: Annotated[int | None, typer.Option("--max-connections", min=1, help="Concurrent connections per worker beyond which uvicorn answers 503 (default: no cap).")] = None,
+    max_connections: Annotated[int, typer.Option("--max-connections", min=1, help="Open connections per worker. Beyond it the connection waiting longest for its client (idle, or slow to send its request) is closed; when every connection has a request in progress the new one gets 503.")] = _LIMITS.max_connections,
+    header_timeout: Annotated[float, typer.Option("--header-timeout", min=0.001, help="Seconds a request's headers may take to arrive, from the connection opening or the previous response (then 408, connection closed).")] = _LIMITS.header_timeout,
+    body_timeout: Annotated[float, typer.Option("--body-timeout", min=0.001, help="Seconds a request's body may take to arrive after its headers (then 408, connection closed).")] = _LIMITS.body_timeout,
+    keep_alive_timeout: Annotated[float, typer.Option("--keep-alive-timeout", min=0.001, help="Seconds an idle keep-alive connection stays open.")] = _LIMITS.keep_alive_timeout,
+    max_requests_per_connection: Annotated[int, typer.Option("--max-requests-per-connection", min=1, help="Requests on one keep-alive connection before the answer says Connection: close.")] = _LIMITS.max_requests_per_connection,
     graceful_timeout: Annotated[int, typer.Option("--graceful-timeout", min=0, help="Seconds in-flight requests get to finish after SIGTERM or Ctrl+C.")] = 30,
     log_level: Annotated[LogLevel, typer.Option("--log-level", help="info logs one JSON line per request; warning keeps only problems.")] = LogLevel.info,
 ) -> None:
@@ -308,11 +371,13 @@ def serve_command(
     backbone, metrics, verdict and limits.
 
     Errors are JSON {"error": {"code", "message"}}: 400 malformed JSON or multipart; 404 unknown
-    path; 405 wrong method; 413 body over --max-body-mb, more items than --max-batch, a text over
-    --max-text-chars or an image over 25 megapixels; 415 content type other than JSON (or
-    multipart, for images); 422 missing, unknown or wrong field, not a list, empty list, empty
-    text, undecodable base64 or image; 500 internal error (details in the log only); 503 over
-    --max-connections.
+    path; 405 wrong method; 408 headers or body slower than --header-timeout / --body-timeout;
+    413 body over --max-body-mb, more items than --max-batch, a text over --max-text-chars, an
+    image over 25 megapixels or images over --max-request-megapixels together; 415 content type
+    other than JSON (or multipart, for images); 422 missing, unknown or wrong field, not a list,
+    empty list, empty text, undecodable base64 or image; 500 internal error (details in the log
+    only); 503 --max-connections reached with every connection busy. GET /openapi.json
+    describes the API; GET /metadata lists every limit.
 
     Logs go to stderr as JSON lines, one per request (method, path, status, duration_ms, n_items,
     client, request_id); every answer carries X-Request-ID. SIGTERM or Ctrl+C stops the service
@@ -324,5 +389,7 @@ def serve_command(
     Example: headstart serve runs/spam --port 8080 --workers 2
     """
     serve(bundle, host=host, port=port, workers=workers, engine=engine.value, max_batch=max_batch,
-          max_body_mb=max_body_mb, max_text_chars=max_text_chars, threads=threads,
-          max_connections=max_connections, graceful_timeout=graceful_timeout, log_level=log_level.value)
+          max_body_mb=max_body_mb, max_text_chars=max_text_chars, max_request_megapixels=max_request_megapixels,
+          threads=threads, max_connections=max_connections, header_timeout=header_timeout, body_timeout=body_timeout,
+          keep_alive_timeout=keep_alive_timeout, max_requests_per_connection=max_requests_per_connection,
+          graceful_timeout=graceful_timeout, log_level=log_level.value)

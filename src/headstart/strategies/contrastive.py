@@ -22,6 +22,8 @@ pair training reads at most ``pair_max_length`` tokens, which keeps a run to min
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import random
 import time
@@ -168,15 +170,24 @@ class Contrastive(Strategy):
             steps = [b for _ in range(p["pair_epochs"]) for b in batches]
             n_pairs = len(pairs)
         resumed = context.resume and context.run_dir is not None and ckpt.has_checkpoint(context.run_dir)
+        # What must match for a resume to continue this fit (not another one's pair training).
+        fingerprint = hashlib.sha256(json.dumps({"strategy": self.name, "params": self.params, "seed": context.seed,
+                                                 "backbone": backbone.spec.name, "data": data.fingerprint()},
+                                                sort_keys=True, default=str).encode()).hexdigest()
         started = time.perf_counter()
         if resumed:
-            backbone.load_state_dict(ckpt.load_checkpoint(context.run_dir)["model"])
+            saved = ckpt.load_checkpoint(context.run_dir)
+            if saved["state"].get("fingerprint") != fingerprint:
+                raise ConfigError(f"{context.run_dir} holds a checkpoint of a different fit (other data or settings); "
+                                  "resume with the same command, or start a new --out folder.")
+            backbone.load_state_dict(saved["model"])
             losses: list[float] = []
         else:
             losses = self._train(backbone, data.items, targets, steps, context)
-            if context.run_dir is not None:
+            if context.run_dir is not None:  # the shared checkpoint writer: safetensors + JSON, atomic
                 ckpt.save_checkpoint(context.run_dir, model_state=backbone.state_dict(), best_state=None,
-                                     optimizer_state={}, state={"phase": {"phase": "pairs-done"}, "rng": ckpt.rng_state()})
+                                     optimizer_state={}, state={"phase": {"phase": "pairs-done"}, "rng": ckpt.rng_state(),
+                                                                "fingerprint": fingerprint})
         seconds = time.perf_counter() - started
         probe = self.fit_head(backbone, data, context)
         details = {"pairing": p["pairing"], "n_pairs": n_pairs, "steps_run": len(losses),
