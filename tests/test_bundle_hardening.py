@@ -29,7 +29,8 @@ from conftest import make_texts
 from headstart import BundleError, ConfigError, HeadstartError, TransferClassifier
 from headstart import atomic as atomic_module
 from headstart.atomic import atomic_folder, check_writable, recover, write_file
-from headstart.bundle import MANIFEST, WEIGHTS, load_bundle, manifest_digest, read_manifest
+from headstart.bundle import MANIFEST, WEIGHTS, manifest_digest, read_manifest
+from headstart.classifier import load_bundle
 from headstart.cli.app import run
 from headstart.errors import OutputError
 from headstart.manifest import write_manifest

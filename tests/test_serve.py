@@ -37,9 +37,10 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from conftest import make_image
+from headstart.cli.serve import serve_command
 from headstart.errors import BundleError, ConfigError, DataError
 from headstart.serving import server, service
-from headstart.serving.server import JsonLogFormatter, serve, serve_command
+from headstart.serving.server import JsonLogFormatter, serve
 from headstart.serving.service import create_app, create_app_from_env
 
 TESTS = Path(__file__).resolve().parent

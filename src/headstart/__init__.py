@@ -5,6 +5,11 @@ Example:
     >>> clf = TransferClassifier(backbone="minilm", random_state=0).fit(texts, labels)  # doctest: +SKIP
     >>> clf.save("runs/spam")                                                         # doctest: +SKIP
     >>> load("runs/spam").predict(["win a free cruise"])                              # doctest: +SKIP
+
+    The whole workflow (split, audit, fit, prove against baselines, write a complete bundle):
+
+    >>> import headstart
+    >>> headstart.fit("spam.csv", out="runs/spam").verdict                             # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ if TYPE_CHECKING:
     from headstart.backbones import create_backbone, list_backbones
     from headstart.classifier import TransferClassifier
     from headstart.transferability import rank
+    from headstart.workflow import fit
 
 __version__ = "0.1.0"
 
@@ -44,6 +50,7 @@ _LAZY = {
     "create_backbone": "headstart.backbones",
     "list_backbones": "headstart.backbones",
     "rank": "headstart.transferability",
+    "fit": "headstart.workflow",
 }
 
 __all__ = [
@@ -60,6 +67,7 @@ __all__ = [
     "__version__",
     "audit",
     "create_backbone",
+    "fit",
     "list_backbones",
     "load",
     "load_data",
@@ -86,6 +94,6 @@ def load(path: str | Path) -> TransferClassifier:
     Every file's sha256 is checked against the manifest before anything is read, and only
     JSON and safetensors are read.
     """
-    from headstart.bundle import load_bundle
+    from headstart.classifier import load_bundle
 
     return load_bundle(path)

@@ -20,8 +20,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from headstart.atomic import (
     atomic_folder,
     check_writable,
@@ -31,6 +29,7 @@ from headstart.atomic import (
     write_file,
 )
 from headstart.errors import BundleError, HeadstartError
+from headstart.jsonable import jsonable
 from headstart.manifest import (
     ALLOWED_SUFFIXES,
     MANIFEST,
@@ -43,7 +42,7 @@ from headstart.manifest import (
 )
 
 __all__ = ["ALLOWED_SUFFIXES", "FORMAT_NAME", "FORMAT_VERSION", "MANIFEST", "WEIGHTS", "check_destination",
-           "check_labels", "file_sha256", "foreign_files", "load_bundle", "manifest_digest", "read_manifest",
+           "check_labels", "file_sha256", "foreign_files", "manifest_digest", "read_bundle", "read_manifest",
            "save_bundle"]
 
 logger = logging.getLogger(__name__)
@@ -90,27 +89,9 @@ _FIELDS: tuple[tuple[str, tuple[type, ...], bool], ...] = (
 _FILE_FIELDS = ("onnx.file", "onnx.int8.file", "onnx.preprocessing.tokenizer")
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating,)):
-        return float(value)
-    if isinstance(value, np.bool_):
-        return bool(value)
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
 def _manifest(clf: Any, extra: dict[str, Any]) -> dict[str, Any]:
     spec = clf.backbone_.spec
-    return _jsonable({
+    return jsonable({
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
         "task": "classification",
@@ -337,12 +318,18 @@ def read_manifest(path: str | Path, *, verify: bool = True) -> dict[str, Any]:
     return manifest
 
 
-def load_bundle(path: str | Path) -> Any:
-    """Load a bundle written by :meth:`TransferClassifier.save` (verifying it first)."""
+def read_bundle(path: str | Path) -> tuple[Any, Any, dict[str, Any]]:
+    """The verified backbone, head and manifest of a bundle written by :meth:`TransferClassifier.save`.
+
+    Only the stored parts are rebuilt here; :func:`headstart.classifier.load_bundle` puts them
+    into an estimator, so this module never imports the estimator (which imports it to save).
+
+    Raises:
+        BundleError: the folder is not a bundle, is damaged, or its weights do not fit.
+    """
     from safetensors.torch import load_file
 
     from headstart.backbones import create_backbone
-    from headstart.classifier import TransferClassifier
     from headstart.heads import LinearHead
 
     folder = Path(path)
@@ -385,9 +372,4 @@ def load_bundle(path: str | Path) -> Any:
     except RuntimeError as e:
         raise BundleError(f"{folder}: the head weights do not match the manifest ({e}).") from e
     head.eval()
-    params = TransferClassifier().get_params()
-    params.update({k: v for k, v in manifest.get("params", {}).items() if k in params})
-    clf = TransferClassifier(**params)
-    clf._set_fitted(backbone, head, manifest["labels"], manifest)
-    clf.bundle_path_ = folder
-    return clf
+    return backbone, head, manifest

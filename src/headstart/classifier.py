@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-from headstart.backbones import Backbone, create_backbone
+from headstart.backbones import DEFAULT_BACKBONES, Backbone, create_backbone
+from headstart.bundle import read_bundle, save_bundle
 from headstart.data import Dataset, check_classes, check_split_classes, from_memory
 from headstart.embedding_cache import EmbeddingCache
 from headstart.errors import BackboneError, ConfigError, NotFittedError
@@ -24,8 +25,6 @@ from headstart.provenance import environment, package_versions, utc_now
 from headstart.strategies import STRATEGIES, FitContext, create_strategy
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_BACKBONES = {"text": "minilm", "image": "efficientnet_lite0"}
 
 
 class TransferClassifier(ClassifierMixin, BaseEstimator):
@@ -322,6 +321,65 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
             metrics["slices"] = slice_metrics(labels, proba, list(self.classes_), data.slices)
         return metrics
 
+    def prove(self, X: Any, y: Sequence[Any] | None = None, *, train: Any = None, compare: bool = True,
+              learning_curve: bool = True, scratch_budget: float | None = None, seeds: int = 1,
+              step: Any = None) -> dict[str, Any]:
+        """Prove the fitted model on held-out data: its metrics, and whether transfer beats baselines.
+
+        The baselines (trivial, a classic model, random weights, from scratch) and the learning
+        curve learn from exactly the labels this model learned from, so they need the training
+        data: pass it as ``train``, or give ``X`` as the ``Dataset`` the model was fitted on,
+        with its ``train``/``val``/``test`` splits. With ``compare=False`` and
+        ``learning_curve=False`` only the held-out items are needed.
+
+        Args:
+            X: held-out items the model never saw; or the fitted-on ``Dataset`` with splits (then
+                ``y`` and ``train`` are not given).
+            y: the labels of ``X``.
+            train: the labeled data the model was fitted on: ``(items, labels)`` or a ``Dataset``
+                (all its items count as training data).
+            compare, learning_curve, scratch_budget, seeds: see
+                :func:`headstart.evaluation.proof.prove`.
+            step: called with a short description of each stage.
+
+        Returns:
+            The evidence (the dict ``report.html`` renders): ``verdict``, ``comparison``,
+            ``metrics``, ``learning_curve``, ``mistakes``, ``latency``...
+
+        Example:
+            >>> clf = TransferClassifier(backbone="minilm").fit(X_train, y_train)     # doctest: +SKIP
+            >>> clf.prove(X_test, y_test, train=(X_train, y_train))["verdict"]["label"]  # doctest: +SKIP
+        """
+        from headstart.data.dataset import concat
+        from headstart.evaluation.proof import prove
+
+        self._check_fitted()
+        modality = self.backbone_.spec.modality
+        if isinstance(X, Dataset) and X.splits is not None:
+            if y is not None or train is not None:
+                raise ConfigError("prove(dataset) uses the dataset's own splits; give y= and train= only with "
+                                  "held-out items.")
+            return prove(self, X, compare=compare, learning_curve=learning_curve, scratch_budget=scratch_budget,
+                         seeds=seeds, step=step)
+        held_out = self._as_dataset(X, y, modality=modality)
+        check_known_labels(held_out.require_labels("prove"), list(self.classes_), held_out.source)
+        if train is None:
+            if compare or learning_curve:
+                raise ConfigError("prove needs the training data for the baselines and the learning curve (they "
+                                  "learn from the same labels as this model): pass train=(X_train, y_train), or "
+                                  "compare=False, learning_curve=False for the model's own evidence only.")
+            data = held_out.subset(range(len(held_out)))
+            data.splits = ["test"] * len(data)
+        else:
+            if not isinstance(train, Dataset) and not (isinstance(train, tuple) and len(train) == 2):
+                raise ConfigError(f"train= takes (items, labels) or a Dataset; got {type(train).__name__}.")
+            learned = train if isinstance(train, Dataset) else self._as_dataset(*train, modality=modality)
+            learned.require_labels("prove's baselines")
+            data = concat(learned, held_out)
+            data.splits = ["train"] * len(learned) + ["test"] * len(held_out)
+        return prove(self, data, compare=compare, learning_curve=learning_curve, scratch_budget=scratch_budget,
+                     seeds=seeds, step=step)
+
     def save(self, path: str | Path, *, extra: dict[str, Any] | None = None,
              attachments: dict[str, str] | None = None) -> Path:
         """Write the fitted model as a bundle folder (atomically); see :func:`headstart.load`.
@@ -329,8 +387,6 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         ``extra`` goes into the manifest; ``attachments`` (name -> text, e.g. ``report.html``)
         are written beside it in the same atomic step.
         """
-        from headstart.bundle import save_bundle
-
         self._check_fitted()
         return save_bundle(self, path, extra=extra, attachments=attachments)
 
@@ -344,3 +400,13 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         self.backbone_changed_ = bool(manifest["backbone"].get("weights_in_bundle"))
         self.metrics_ = manifest.get("metrics", {})
         self.fit_info_ = manifest.get("fit", {})
+
+
+def load_bundle(path: str | Path) -> TransferClassifier:
+    """Load a bundle written by :meth:`TransferClassifier.save` (verifying it first); see :func:`headstart.load`."""
+    backbone, head, manifest = read_bundle(path)
+    params = TransferClassifier().get_params()
+    params.update({k: v for k, v in manifest.get("params", {}).items() if k in params})
+    clf = TransferClassifier(**params)
+    clf._set_fitted(backbone, head, manifest["labels"], manifest)
+    return clf

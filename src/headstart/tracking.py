@@ -36,6 +36,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from headstart.errors import ConfigError
+from headstart.jsonable import jsonable
 
 __all__ = ["DEFAULT_TRACKING_URI", "TRACKING_URI_ENV", "list_runs", "resolve_tracking_uri", "track_fit"]
 
@@ -246,9 +247,10 @@ def _is_number(value: Any) -> bool:
 
 
 def _text(value: Any) -> str:
+    value = jsonable(value, default=str)
     if isinstance(value, (str, int, float, bool)) or value is None:
         return str(value)
-    return json.dumps(value, sort_keys=True, default=str, separators=(",", ":"))
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
 def _truncate(text: str, limit: int) -> str:

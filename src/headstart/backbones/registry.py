@@ -54,6 +54,10 @@ class BackboneInfo:
         }
 
 
+# The backbone ``fit`` uses when none is named, per modality. It lives here, beside the names it
+# refers to, so that ranking and audit can read it without importing the estimator.
+DEFAULT_BACKBONES = {"text": "minilm", "image": "efficientnet_lite0"}
+
 _REGISTRY: dict[str, BackboneInfo] = {}
 _ALIASES: dict[str, str] = {}
 

@@ -19,6 +19,7 @@ from rich.table import Table
 
 from headstart.cli import render
 from headstart.errors import HeadstartError
+from headstart.serving.engine_names import EngineName
 
 app = typer.Typer(
     name="headstart",
@@ -68,12 +69,6 @@ def _setup(quiet: bool, verbose: bool = False) -> render.RichProgress | None:
     for noisy in ("transformers", "timm", "huggingface_hub", "accelerate"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
     return None if quiet else render.RichProgress()
-
-
-def _is_main_process() -> bool:
-    from accelerate import PartialState
-
-    return PartialState().is_main_process
 
 
 def _cache_arg(cache_dir: Path | None, no_cache: bool) -> bool | Path:
@@ -286,67 +281,40 @@ def fit(
 ) -> None:
     """Fit a classifier on labeled data, evaluate it on a held-out split, prove it against baselines
     and write a bundle."""
-    from headstart.audit import preflight
-    from headstart.bundle import check_destination
-    from headstart.classifier import TransferClassifier
-    from headstart.data import assign_splits, load_data
+    from headstart.workflow import fit as fit_workflow
 
     progress = _setup(quiet, verbose)
     if resume is not None and out is not None and out.resolve() != resume.resolve():
         raise typer.BadParameter("--resume continues the fit in its own folder; drop --out or make them equal.")
     out = out or resume or Path("runs") / (data.stem if data.is_file() else data.resolve().name)
-    check_destination(out, resuming=resume is not None)
-    dataset = load_data(data, text_col=text_col, image_col=image_col, label_col=label_col,
-                        split_col=split_col, slice_cols=slice_col or (), group_col=group_col, time_col=time_col)
-    dataset = assign_splits(dataset, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
-    checked = preflight(dataset, allow_leakage=allow_leakage)
-    if not quiet:
-        for check in checked.checks:
-            if check.severity in ("warning", "severe"):
-                render.stderr.print(f"[yellow]audit:[/] {check.name}: {check.summary}. {check.remedy}",
-                                    highlight=False)
-    clf = TransferClassifier(
-        backbone=backbone, strategy=strategy, weights=weights, C=c, cv=cv,
-        class_weight=None if class_weight is ClassWeight.none else class_weight.value,
-        max_length=max_length, batch_size=batch_size, device=device,
-        cache=_cache_arg(cache_dir, no_cache), random_state=seed, epochs=epochs, lr=lr, layer_decay=layer_decay,
-        unfreeze=unfreeze, lora_rank=lora_rank, patience=patience, loss=loss.value if loss else None,
-        label_smoothing=label_smoothing, augment=augment, grad_accum=grad_accum,
+    step = (lambda _msg: None) if quiet else (lambda msg: render.stderr.print(f"[dim]· {msg}[/]", highlight=False))
+    result = fit_workflow(
+        data, out=out, backbone=backbone, strategy=strategy, text_col=text_col, image_col=image_col,
+        label_col=label_col, split_col=split_col, group_col=group_col, time_col=time_col, slice_cols=slice_col or (),
+        val_fraction=val_fraction, test_fraction=test_fraction, seed=seed, resume=resume is not None,
+        allow_leakage=allow_leakage, compare=compare, learning_curve=learning_curve, scratch_budget=scratch_budget,
+        seeds=seeds, report=report, track=not no_track, tracking_uri=tracking_uri,
+        command=shlex.join(["headstart", *(ctx.obj or {}).get("argv", sys.argv[1:])]),
+        progress=progress, callbacks={} if quiet else {"on_epoch_end": [render.print_epoch]}, step=step,
+        on_audit=None if quiet else _print_preflight,
+        weights=weights, C=c, cv=cv, class_weight=None if class_weight is ClassWeight.none else class_weight.value,
+        max_length=max_length, batch_size=batch_size, device=device, cache=_cache_arg(cache_dir, no_cache),
+        epochs=epochs, lr=lr, layer_decay=layer_decay, unfreeze=unfreeze, lora_rank=lora_rank, patience=patience,
+        loss=loss.value if loss else None, label_smoothing=label_smoothing, augment=augment, grad_accum=grad_accum,
         schedule=schedule.value if schedule else None, budget=budget,
     )
-    callbacks = {} if quiet else {"on_epoch_end": [render.print_epoch]}
-    clf.fit(dataset, progress=progress, run_dir=out, resume=resume is not None, callbacks=callbacks)
-    if not _is_main_process():
+    if result.bundle is None:
         return  # under `accelerate launch`, one process writes the bundle and reports
-    from headstart.evaluation.proof import prove
-
-    # How to load the data and re-create its split (export measures int8 accuracy on the same
-    # held-out items): the columns, the absolute path and the split shares (the seed is `seed`).
-    loader = {"text_col": text_col, "image_col": image_col, "label_col": label_col, "split_col": split_col,
-              "slice_cols": slice_col or [], "group_col": group_col, "time_col": time_col,
-              "path": str(data.resolve()), "val_fraction": val_fraction, "test_fraction": test_fraction}
-    command = shlex.join(["headstart", *(ctx.obj or {}).get("argv", sys.argv[1:])])
-    step = (lambda _msg: None) if quiet else (lambda msg: render.stderr.print(f"[dim]· {msg}[/]", highlight=False))
-    evidence = prove(clf, dataset, compare=compare, learning_curve=learning_curve, scratch_budget=scratch_budget,
-                     seeds=seeds, command=command, step=step)
-    attachments = {}
-    if report:
-        from headstart.report import render_html
-
-        attachments["report.html"] = render_html(evidence)
-    audit_summary = [{k: v for k, v in row.items() if k != "seconds"} for row in checked.to_dict()["summary"]]
-    clf.save(out, extra={"command": command, "loader": loader, "report": evidence, "audit": audit_summary},
-             attachments=attachments)
-    result = {"bundle": str(out), "data": clf.fit_info_["data"], "backbone": clf.backbone_.spec.to_dict(),
-              "strategy": clf.strategy_details_, "metrics": clf.metrics_, "seed": seed,
-              "fit_seconds": clf.fit_info_["fit_seconds"], "verdict": evidence["verdict"],
-              "comparison": evidence["comparison"],
-              "report_html": str(out / "report.html") if report else None,
-              "tracking": _track(out, tracking_uri, no_track, quiet)}
     if json_:
-        render.print_json(result)
+        render.print_json(result.to_dict())
         return
-    _print_fit_summary(result)
+    _print_fit_summary(result.to_dict())
+
+
+def _print_preflight(checked: Any) -> None:
+    for check in checked.checks:
+        if check.severity in ("warning", "severe"):
+            render.stderr.print(f"[yellow]audit:[/] {check.name}: {check.summary}. {check.remedy}", highlight=False)
 
 
 def _print_fit_summary(result: dict[str, Any]) -> None:
@@ -375,22 +343,6 @@ def _print_fit_summary(result: dict[str, Any]) -> None:
     if result.get("tracking"):
         t = result["tracking"]
         render.stdout.print(f"[bold]tracked[/]   MLflow run {t['run_id']} in {t['uri']}", highlight=False)
-
-
-def _track(bundle: Path, tracking_uri: str | None, no_track: bool, quiet: bool) -> dict[str, str] | None:
-    """Record the fit in MLflow unless switched off (``--no-track`` or ``HEADSTART_NO_TRACK=1``)."""
-    import os
-
-    if no_track or os.environ.get("HEADSTART_NO_TRACK", "").strip() not in ("", "0"):
-        return None
-    from headstart.bundle import read_manifest
-    from headstart.tracking import resolve_tracking_uri, track_fit
-
-    uri = resolve_tracking_uri(tracking_uri)
-    html = bundle / "report.html"
-    run_id = track_fit(read_manifest(bundle), bundle_dir=bundle, report_path=html if html.is_file() else None,
-                       tracking_uri=uri)
-    return {"run_id": run_id, "uri": uri}
 
 
 # --------------------------------------------------------------------- report
@@ -446,18 +398,11 @@ def runs(
 
 
 # -------------------------------------------------------------------- predict
-class EngineChoice(str, Enum):
-    auto = "auto"
-    torch = "torch"
-    onnx = "onnx"
-    onnx_int8 = "onnx-int8"
-
-
 @app.command()
 def predict(
     bundle: Annotated[Path, typer.Argument(help="A bundle folder written by `headstart fit`.")],
     inputs: Annotated[list[str] | None, typer.Argument(help="Image files/folders, a table, or '-' (default) for text lines on stdin.")] = None,
-    engine: Annotated[EngineChoice, typer.Option(help="auto: onnx when the bundle has been exported (`headstart export`), else torch; onnx-int8 needs `export --quantize int8`.")] = EngineChoice.auto,
+    engine: Annotated[EngineName, typer.Option(help="auto: onnx when the bundle has been exported (`headstart export`), else torch; onnx-int8 needs `export --quantize int8`.")] = EngineName.auto,
     text_col: TextCol = None,
     image_col: ImageCol = None,
     batch_size: BatchSize = 32,
@@ -645,7 +590,7 @@ def _print_export(summary: dict[str, Any]) -> None:
 
 
 # ---------------------------------------------------------------------- serve
-from headstart.serving.server import serve_command  # noqa: E402  (light: FastAPI is imported inside)
+from headstart.cli.serve import serve_command  # noqa: E402  (light: uvicorn and FastAPI load when serving)
 
 app.command("serve")(serve_command)
 

@@ -18,6 +18,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from headstart.jsonable import jsonable
+
 # Piped or captured output gets a wide console so tables are never cut to 80 columns.
 stdout = Console(width=None if sys.stdout.isatty() else 200)
 stderr = Console(stderr=True, soft_wrap=True)  # messages wrap in the terminal, not mid-path
@@ -51,7 +53,7 @@ class RichProgress:
 
 
 def print_json(payload: Any) -> None:
-    sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
+    sys.stdout.write(json.dumps(jsonable(payload, default=str), indent=2) + "\n")
 
 
 def fmt(value: Any, digits: int = 4) -> str:

@@ -32,11 +32,11 @@ import numpy as np
 
 from headstart.bundle import read_manifest
 from headstart.errors import BundleError, ConfigError, DataError
+from headstart.serving.engine_names import ENGINES
 from headstart.serving.preprocessing import build_preprocessor, check_texts, decode_image
 
 logger = logging.getLogger(__name__)
 
-ENGINES = ("auto", "torch", "onnx", "onnx-int8")
 OUTPUT = "probabilities"
 
 
@@ -111,7 +111,7 @@ class TorchEngine(Engine):
                  cache: bool | str | Path = False, classifier: Any = None) -> None:
         super().__init__(folder, manifest, batch_size=batch_size)
         if classifier is None:
-            from headstart.bundle import load_bundle
+            from headstart.classifier import load_bundle
 
             classifier = load_bundle(folder)
         # Serving never writes to the embedding cache unless asked (`predict` passes its --cache-dir).
@@ -182,12 +182,6 @@ def engine_metadata(folder: Path, manifest: dict[str, Any], engine: str) -> dict
         "onnx": {"exported": bool(onnx), "int8": bool(onnx.get("int8")),
                  "parity_max_abs_diff": (onnx.get("parity") or {}).get("max_abs_diff")},
     }
-
-
-def available_engines(manifest: dict[str, Any]) -> list[str]:
-    """The engines a bundle can run on."""
-    onnx = manifest.get("onnx") or {}
-    return ["torch", *(["onnx"] if onnx else []), *(["onnx-int8"] if onnx.get("int8") else [])]
 
 
 def load_engine(bundle: str | Path, engine: str = "auto", *, batch_size: int = 32, device: str = "auto",

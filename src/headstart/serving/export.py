@@ -35,7 +35,8 @@ import torch
 from torch import nn
 
 from headstart.atomic import atomic_folder
-from headstart.bundle import load_bundle, read_manifest
+from headstart.bundle import read_manifest
+from headstart.classifier import load_bundle
 from headstart.data import Dataset, assign_splits, load_data
 from headstart.errors import BundleError, ConfigError, DataError
 from headstart.manifest import file_sha256, write_manifest
@@ -220,6 +221,14 @@ def _real_data(folder: Path, manifest: dict[str, Any], data: str | Path | None) 
         recorded = [p for p in (loader.get("path"), (manifest.get("data") or {}).get("source")) if p]
         found = next((Path(p) for p in recorded if Path(p).exists()), None)
         if found is None:
+            if not loader.get("path") and all(str(p).startswith("<") for p in recorded):
+                # Fitted from Python on items in memory: they were never copied into the bundle.
+                raise BundleError(
+                    f"export checks the ONNX model against PyTorch on real items, but {folder} was fitted on data "
+                    "given in memory (from Python), and headstart never copies your data into a bundle. Pass "
+                    "some with --data DATA (Python: data=DATA): a table or image folder like the fit's items, "
+                    "labeled if you want the int8 accuracy."
+                )
             where = f" ({recorded[-1]})" if recorded else ""
             raise BundleError(
                 f"export checks the ONNX model against PyTorch on real items, but the data {folder} was fitted "

@@ -70,6 +70,7 @@ from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any, Protocol
 
 from headstart.errors import ConfigError, DataError, HeadstartError
+from headstart.jsonable import jsonable
 from headstart.serving.limits import (
     DEFAULT_MAX_BATCH,
     DEFAULT_MAX_BODY_BYTES,
@@ -90,7 +91,6 @@ access_logger = logging.getLogger("headstart.serving.access")
 
 IMAGE_BATCH = 16  # most images decoded at once, when the engine does not say its batch size
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter (malloc.h)
-ENGINES = ("auto", "torch", "onnx", "onnx-int8")
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 STARTUP_FAILURE = 3  # uvicorn's exit code for a worker that never served: its supervisor gives up
 
@@ -397,18 +397,8 @@ def _model_name(metadata: dict[str, Any]) -> Any:
 
 
 def _plain(value: Any) -> Any:
-    """``value`` with numpy scalars/arrays, paths and anything else non-JSON turned into plain JSON types."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    if hasattr(value, "tolist") and hasattr(value, "dtype"):  # numpy scalar or array
-        return value.tolist()
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    return str(value)  # datetimes, enums...: readable rather than a 500 at /metadata
+    """``value`` as plain JSON types; anything else (datetimes...) as its text: readable rather than a 500 at /metadata."""
+    return jsonable(value, default=str)
 
 
 # ------------------------------------------------------------------------- process entry points

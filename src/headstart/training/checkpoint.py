@@ -17,7 +17,6 @@ folder is removed by the next command that touches the run folder).
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -106,10 +105,6 @@ def load_checkpoint(run_dir: str | Path) -> dict[str, Any]:
     except (ValueError, KeyError, TypeError, OSError) as e:
         raise BundleError(f"{folder} cannot be read back ({e}); delete it and run the fit again without "
                           "resume.") from e
-
-
-def remove_checkpoint(run_dir: str | Path) -> None:
-    shutil.rmtree(checkpoint_path(run_dir), ignore_errors=True)
 
 
 # Optimizer and scheduler state as JSON + tensors: dicts keep their key types (int parameter ids),

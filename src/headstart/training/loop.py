@@ -132,8 +132,9 @@ def fit_fingerprint(config: TrainConfig, extra: dict[str, Any]) -> str:
 
 
 @torch.no_grad()
-def evaluate(model: ClassifierModel, data: Examples, batch_size: int, device: torch.device,
-             loss_fn: nn.Module) -> dict[str, float]:
+def evaluate(model: ClassifierModel, data: Examples, batch_size: int, device: torch.device) -> dict[str, float]:
+    """Validation loss and accuracy. The loss is plain cross-entropy whatever the training loss
+    (focal, class weights, label smoothing), so early stopping judges every run on the same scale."""
     model.eval()
     total_loss, correct = 0.0, 0
     for start in range(0, len(data), batch_size):
@@ -220,7 +221,7 @@ def train(
     if not resume and val_data is not None:
         # The starting point (e.g. the linear probe's head) is the first candidate for "best":
         # an epoch must beat it on validation data, so training never hands back worse.
-        start = evaluate(model, val_data, config.batch_size, device, loss_fn)
+        start = evaluate(model, val_data, config.batch_size, device)
         result.best_score = start[config.monitor] * (-1 if config.monitor == "val_loss" else 1)
         result.best_epoch = -1
         best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
@@ -238,7 +239,7 @@ def train(
                 _run_epoch(wrapped, model, optimizer, scheduler, loss_fn, accelerator, train_data, config,
                            seed, epoch, callbacks, on_train_mode)
                 if val_data is not None:
-                    metrics = evaluate(model, val_data, config.batch_size, device, loss_fn)
+                    metrics = evaluate(model, val_data, config.batch_size, device)
                     score = metrics[config.monitor] * (-1 if config.monitor == "val_loss" else 1)
                 else:  # nothing to judge by: the latest epoch counts as the best
                     metrics, score = {"val_loss": None, "val_accuracy": None}, float(epoch)

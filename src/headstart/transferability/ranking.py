@@ -96,8 +96,7 @@ def resolve_candidates(spec: str | Sequence[str], modality: str) -> list[str]:
     """``offline`` (every installed backbone for the modality), ``all`` (every registered one,
     installed or not) or names (comma-separated or a list); ``random:NAME`` adds a control.
     ``offline`` and ``all`` include the control ``random:<default backbone>``."""
-    from headstart.backbones import list_backbones
-    from headstart.classifier import DEFAULT_BACKBONES
+    from headstart.backbones import DEFAULT_BACKBONES, list_backbones
 
     if isinstance(spec, str) and spec.strip().lower() in ("offline", "all"):
         which = spec.strip().lower()

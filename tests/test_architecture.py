@@ -1,0 +1,233 @@
+"""The package's shape: no import cycles, the terminal only in ``cli/``, modules of a readable size.
+
+Read from the source with :mod:`ast` (nothing is imported), so these run in well under a second.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+PACKAGE = SRC / "headstart"
+MAX_LINES = 500
+# Modules over MAX_LINES today, each to be split (issue 14). The list only shrinks: a module that
+# is back under the limit must leave it, and no other module may join it.
+KNOWN_LONG = {
+    "headstart/cli/app.py",  # being split into one module per command
+    "headstart/transferability/scores.py",
+}
+TERMINAL = ("typer", "rich", "click")  # only headstart.cli talks to the terminal
+
+
+def _modules() -> dict[str, Path]:
+    mods = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = list(path.relative_to(SRC).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        mods[".".join(parts)] = path
+    return mods
+
+
+def _is_type_checking(node: ast.If) -> bool:
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
+def _module_level(body: list[ast.stmt]) -> list[ast.Import | ast.ImportFrom]:
+    """The imports that run when the module is imported (not in functions, not under TYPE_CHECKING)."""
+    found: list[ast.Import | ast.ImportFrom] = []
+    for node in body:
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            found.append(node)
+        elif isinstance(node, ast.If):
+            found += ([] if _is_type_checking(node) else _module_level(node.body)) + _module_level(node.orelse)
+        elif isinstance(node, ast.Try):
+            found += _module_level(node.body) + _module_level(node.orelse) + _module_level(node.finalbody)
+            for handler in node.handlers:
+                found += _module_level(handler.body)
+    return found
+
+
+def _everywhere(tree: ast.Module) -> list[ast.Import | ast.ImportFrom]:
+    """Every import, also inside functions (the deferred ones that hide a cycle from Python)."""
+    return [n for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))]
+
+
+def _imported_names(node: ast.Import | ast.ImportFrom, module: str, is_package: bool,
+                    mods: dict[str, Path]) -> list[str]:
+    if isinstance(node, ast.Import):
+        return [alias.name for alias in node.names]
+    base = node.module or ""
+    if node.level:  # relative: from the module's package, one level up per extra dot
+        package = (module if is_package else module.rpartition(".")[0]).split(".")
+        package = package[: len(package) - (node.level - 1)]
+        base = ".".join([*package, base] if base else package)
+    # `from pkg import sub` imports the submodule pkg.sub; `from mod import name` imports mod.
+    return [f"{base}.{a.name}" if f"{base}.{a.name}" in mods else base for a in node.names]
+
+
+def import_graph(*, deferred: bool) -> dict[str, set[str]]:
+    """headstart module -> the headstart modules it imports (module level, or also ``deferred``)."""
+    mods = _modules()
+    graph: dict[str, set[str]] = {}
+    for module, path in mods.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        nodes = _everywhere(tree) if deferred else _module_level(tree.body)
+        targets = set()
+        for node in nodes:
+            for name in _imported_names(node, module, path.name == "__init__.py", mods):
+                while name and name not in mods:  # headstart.x.y.NAME -> headstart.x.y
+                    name = name.rpartition(".")[0]
+                if name and name != module:
+                    targets.add(name)
+        graph[module] = targets
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one module (Tarjan), each as a path."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def _describe(found: list[list[str]], graph: dict[str, set[str]]) -> str:
+    lines = []
+    for component in found:
+        members = set(component)
+        edges = [f"{a} -> {b}" for a in component for b in sorted(graph[a] & members)]
+        lines.append("; ".join(edges))
+    return "\n".join(lines)
+
+
+def test_cycle_finder_finds_a_cycle() -> None:
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert cycles(graph) == [["a", "b", "c"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_module_level_import_cycle() -> None:
+    graph = import_graph(deferred=False)
+    assert graph.get("headstart.classifier")  # the walk sees the package
+    found = cycles(graph)
+    assert not found, f"module-level import cycles inside headstart:\n{_describe(found, graph)}"
+
+
+def test_no_import_cycle_hidden_in_a_function() -> None:
+    # A cycle through an import inside a function still runs (Python defers it), but it ties the
+    # layers together: the lower module must not reach up (move the shared name down instead).
+    graph = import_graph(deferred=True)
+    found = cycles(graph)
+    assert not found, f"import cycles inside headstart (counting imports in functions):\n{_describe(found, graph)}"
+
+
+def test_only_the_cli_imports_the_terminal_libraries() -> None:
+    offenders = []
+    for module, path in _modules().items():
+        if module == "headstart.cli" or module.startswith("headstart.cli."):
+            continue
+        for node in _everywhere(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+            offenders += [f"{module} imports {n}" for n in names
+                          if n.split(".")[0] in TERMINAL or n == "headstart.cli" or n.startswith("headstart.cli.")]
+    offenders = [o for o in offenders if not o.startswith("headstart.__main__ ")]  # `python -m headstart`
+    assert not offenders, "terminal code outside headstart.cli: " + "; ".join(offenders)
+
+
+def _line_counts() -> dict[str, int]:
+    return {path.relative_to(SRC).as_posix(): len(path.read_text(encoding="utf-8").splitlines())
+            for path in sorted(PACKAGE.rglob("*.py"))}
+
+
+def test_no_module_over_the_line_limit() -> None:
+    counts = _line_counts()
+    too_long = {name: n for name, n in counts.items() if n > MAX_LINES and name not in KNOWN_LONG}
+    assert not too_long, (f"modules over {MAX_LINES} lines: {too_long}. Split them by concept "
+                          "(STYLE.md: files under ~500 lines).")
+
+
+@pytest.mark.parametrize("name", sorted(KNOWN_LONG))
+def test_known_long_modules_are_still_long(name: str) -> None:
+    counts = _line_counts()
+    assert name in counts, f"{name} no longer exists: remove it from KNOWN_LONG in {Path(__file__).name}."
+    assert counts[name] > MAX_LINES, (f"{name} is now {counts[name]} lines: remove it from KNOWN_LONG in "
+                                      f"{Path(__file__).name} so that it stays under {MAX_LINES}.")
+
+
+def test_engine_names_are_listed_once() -> None:
+    # One enum (headstart.serving.engine_names) for the library, `predict --engine` and `serve --engine`.
+    from headstart.serving.engine_names import ENGINES
+
+    assert ENGINES == ("auto", "torch", "onnx", "onnx-int8")
+    lists = []
+    for module, path in _modules().items():
+        if module == "headstart.serving.engine_names":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+                values = {e.value for e in node.elts if isinstance(e, ast.Constant)}
+            elif isinstance(node, ast.ClassDef):
+                values = {s.value.value for s in node.body
+                          if isinstance(s, ast.Assign) and isinstance(s.value, ast.Constant)}
+            else:
+                continue
+            if {"torch", "onnx"} <= values:
+                lists.append(f"{module}:{node.lineno}")
+    assert not lists, f"engine names listed again (use headstart.serving.engine_names): {lists}"
+
+
+def test_one_json_converter_for_numpy_and_paths(capsys: pytest.CaptureFixture[str]) -> None:
+    # --json output, the service's /metadata and tracking's parameters convert alike: a numpy
+    # integer stays a number (json.dumps(default=str) used to print it as a string).
+    import json
+
+    import numpy as np
+
+    from headstart.cli.render import print_json
+    from headstart.jsonable import jsonable
+    from headstart.serving.service import _plain
+    from headstart.tracking import _text
+
+    value = {"n": np.int64(5), "x": np.float32(0.5), "ok": np.bool_(True), "p": Path("a") / "b",
+             "t": (1, np.arange(2)), 3: None}
+    expected = {"n": 5, "x": 0.5, "ok": True, "p": str(Path("a") / "b"), "t": [1, [0, 1]], "3": None}
+    assert jsonable(value) == expected
+    print_json(value)
+    assert json.loads(capsys.readouterr().out) == expected
+    assert _plain(value) == expected
+    assert json.loads(_text(value["t"])) == [1, [0, 1]]
+    assert jsonable({"when": object}, default=str) == {"when": str(object)}
+    assert jsonable({"when": object}) == {"when": object}  # json.dumps refuses it, as before
