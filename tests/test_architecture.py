@@ -54,8 +54,22 @@ def _module_level(body: list[ast.stmt]) -> list[ast.Import | ast.ImportFrom]:
 
 
 def _everywhere(tree: ast.Module) -> list[ast.Import | ast.ImportFrom]:
-    """Every import, also inside functions (the deferred ones that hide a cycle from Python)."""
-    return [n for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))]
+    """Every import that can run, also inside functions (the deferred ones that hide a cycle from
+    Python); imports under ``if TYPE_CHECKING:`` never run, so they are left out."""
+    found: list[ast.Import | ast.ImportFrom] = []
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, ast.If) and _is_type_checking(node):
+            for child in node.orelse:
+                visit(child)
+            return
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            found.append(node)
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(tree)
+    return found
 
 
 def _imported_names(node: ast.Import | ast.ImportFrom, module: str, is_package: bool,

@@ -237,4 +237,4 @@ def test_auto_prints_its_decisions(text_table: Path, tmp_path: Path, capsys: pyt
     assert "auto: chose linear-probe" in out and "estimated time exceeds the budget left" in out
     code, _, err = _run(capsys, "fit", text_table, "--backbone", "tiny-bert", "--strategy", "auto", "--budget", "soon",
                         "--out", tmp_path / "x", "-q")
-    assert code == 1 and "budget='soon'" in err
+    assert code == 1 and "'budget' setting of strategy 'auto'" in err and "Got 'soon'" in err

@@ -23,8 +23,14 @@ from headstart.heads import LinearHead
 from headstart.progress import ProgressReporter
 from headstart.provenance import environment, package_versions, utc_now
 from headstart.strategies import STRATEGIES, FitContext, create_strategy
+from headstart.strategies.settings import check_settings, settings_of
 
 logger = logging.getLogger(__name__)
+
+# Estimator parameters that are strategy settings (the rest configure data, backbone and device;
+# ``batch_size`` here is the feature-extraction batch, a strategy's own is a setting).
+STRATEGY_PARAMETERS = ("C", "cv", "epochs", "lr", "layer_decay", "unfreeze", "lora_rank", "patience", "loss",
+                       "label_smoothing", "augment", "grad_accum", "schedule", "budget", "class_weight")
 
 
 class TransferClassifier(ClassifierMixin, BaseEstimator):
@@ -40,14 +46,16 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         strategy: how to adapt it; see ``headstart.strategies.STRATEGIES``.
         C: inverse regularisation of the linear head; ``None`` chooses it by cross-validation.
         epochs, lr, layer_decay, unfreeze, lora_rank, patience, loss, label_smoothing, augment,
-            grad_accum, schedule: fine-tuning settings (see ``headstart fit --help``); each
-            strategy uses the ones that apply to it, and ``None`` means the strategy's default.
+            grad_accum, schedule: fine-tuning settings (see ``headstart strategies``); ``None``
+            means the strategy's default. Giving one the chosen strategy does not use is a
+            ``ConfigError`` naming the strategies that use it.
         budget: time budget of the ``auto`` strategy (``"10m"``, ``"90s"``...).
         strategy_params: any other setting of the chosen strategy, by name (e.g.
-            ``{"max_pairs": 320}`` for ``contrastive``, ``{"stages": 2}`` for ``progressive``);
-            these win over the parameters above.
+            ``{"max_pairs": 320}`` for ``contrastive``, ``{"stages": 2}`` for ``progressive``;
+            ``headstart strategies`` lists them), validated against its declared type and range.
         cv: cross-validation folds for choosing ``C``.
-        class_weight: ``None`` or ``"balanced"``.
+        class_weight: ``None`` or ``"balanced"`` (also in the linear probe fine-tuning starts from
+            and falls back to).
         max_length: token limit for text backbones (``None``: the backbone's default).
         batch_size: items per forward pass.
         device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
@@ -157,23 +165,27 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         return backbone
 
     def _strategy_params(self) -> dict[str, Any]:
-        """The estimator's parameters that the chosen strategy (or a base class of it) accepts."""
+        """The chosen strategy's settings: the estimator's strategy parameters and ``strategy_params``,
+        validated against the strategy's declared settings (:mod:`headstart.strategies.settings`).
+
+        A parameter left at its default is passed only to a strategy that uses it; one given
+        explicitly to a strategy that does not use it is an error naming the strategies that do
+        (nothing is dropped silently).
+        """
         if self.strategy not in STRATEGIES:
-            return {}
-        accepted: set[str] = set()
-        for cls in STRATEGIES[self.strategy].__mro__:
-            if "__init__" in vars(cls):
-                accepted |= {n for n, p in inspect.signature(cls.__init__).parameters.items()
-                             if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
-        # batch_size here is the feature-extraction batch; training strategies keep their own.
-        accepted -= {"self", "batch_size", "strategy_params"}
-        params = {k: v for k, v in self.get_params().items() if k in accepted and v is not None}
-        extra = dict(self.strategy_params or {})
-        unknown = sorted(set(extra) - accepted)
-        if unknown:
-            raise ConfigError(f"strategy_params {unknown} are not settings of the {self.strategy!r} strategy; "
-                              f"it takes: {', '.join(sorted(accepted))}.")
-        return {**params, **extra}
+            return {}  # create_strategy reports it, with a "did you mean"
+        declared = settings_of(self.strategy)
+        defaults = {n: p.default for n, p in inspect.signature(type(self).__init__).parameters.items()}
+        given = {k: getattr(self, k) for k in STRATEGY_PARAMETERS if getattr(self, k) is not None}
+        params = {k: v for k, v in given.items() if k in declared or v != defaults[k]}
+        extra = self.strategy_params or {}
+        if not isinstance(extra, dict):
+            raise ConfigError(f"strategy_params={extra!r}; give a dict of settings, e.g. {{'steps': 40}}.")
+        for k, v in extra.items():
+            if k in params and params[k] != v and params[k] != defaults[k]:
+                raise ConfigError(f"the {k!r} setting is given twice, as {k}={params[k]!r} and in strategy_params "
+                                  f"as {v!r}; keep one.")
+        return check_settings(self.strategy, {**params, **extra})
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "head_"):

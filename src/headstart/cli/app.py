@@ -106,6 +106,28 @@ def backbones(
     )
 
 
+@app.command()
+def strategies(
+    name: Annotated[str | None, typer.Argument(help="One strategy (default: all).")] = None,
+    json_: Json = False,
+) -> None:
+    """List the strategies and their settings (set them with `fit --set KEY=VALUE`)."""
+    from headstart.strategies import STRATEGIES, create_strategy
+
+    if name is not None and name not in STRATEGIES:
+        create_strategy(name)  # the error, with a "did you mean"
+    chosen = [name] if name else list(STRATEGIES)
+    if json_:
+        render.print_json({n: {"description": STRATEGIES[n].description,
+                               "settings": {s.name: {"type": s.expected(), "default": s.default, "help": s.help}
+                                            for s in STRATEGIES[n].settings}} for n in chosen})
+        return
+    for n in chosen:
+        render.stdout.print(f"[bold]{n}[/]  {STRATEGIES[n].description}", highlight=False)
+        for s in STRATEGIES[n].settings:
+            render.stdout.print(f"  {s.describe()}", highlight=False, soft_wrap=True)
+
+
 # ---------------------------------------------------------------------- audit
 SEVERITY_STYLE = {"severe": "bold red", "warning": "yellow", "info": "cyan", "ok": "green", "skipped": "dim"}
 
@@ -261,6 +283,7 @@ def fit(
     grad_accum: Annotated[int | None, typer.Option(min=1, help="Fine-tuning: micro-batches per optimizer step.")] = None,
     schedule: Annotated[Schedule | None, typer.Option(help="Fine-tuning: learning-rate schedule.")] = None,
     budget: Annotated[str | None, typer.Option(help="auto: time budget, e.g. 90s, 10m, 1h (default 10m).")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", metavar="KEY=VALUE", help="Any setting of the chosen strategy, e.g. --set steps=40 --set pairing=sampled (repeatable; `headstart strategies` lists them).")] = None,
     resume: Annotated[Path | None, typer.Option(help="Continue the interrupted fit whose --out folder this is.")] = None,
     max_length: Annotated[int | None, typer.Option(min=1, help="Token limit for text backbones.")] = None,
     batch_size: BatchSize = 32,
@@ -281,9 +304,11 @@ def fit(
 ) -> None:
     """Fit a classifier on labeled data, evaluate it on a held-out split, prove it against baselines
     and write a bundle."""
+    from headstart.strategies.settings import parse_assignments
     from headstart.workflow import fit as fit_workflow
 
     progress = _setup(quiet, verbose)
+    settings = parse_assignments(strategy, set_ or [])
     if resume is not None and out is not None and out.resolve() != resume.resolve():
         raise typer.BadParameter("--resume continues the fit in its own folder; drop --out or make them equal.")
     out = out or resume or Path("runs") / (data.stem if data.is_file() else data.resolve().name)
@@ -301,7 +326,7 @@ def fit(
         max_length=max_length, batch_size=batch_size, device=device, cache=_cache_arg(cache_dir, no_cache),
         epochs=epochs, lr=lr, layer_decay=layer_decay, unfreeze=unfreeze, lora_rank=lora_rank, patience=patience,
         loss=loss.value if loss else None, label_smoothing=label_smoothing, augment=augment, grad_accum=grad_accum,
-        schedule=schedule.value if schedule else None, budget=budget,
+        schedule=schedule.value if schedule else None, budget=budget, strategy_params=settings or None,
     )
     if result.bundle is None:
         return  # under `accelerate launch`, one process writes the bundle and reports

@@ -48,6 +48,7 @@ from headstart.strategies.base import (
 )
 from headstart.strategies.contrastive import Contrastive
 from headstart.strategies.finetune import MIN_PER_CLASS_TO_CARVE, carve_validation
+from headstart.strategies.settings import CLASS_WEIGHT, Setting
 
 logger = logging.getLogger(__name__)
 
@@ -116,13 +117,26 @@ class Auto(Strategy):
     Args:
         budget: wall-clock budget for the whole fit (``"10m"``, ``"90s"``, seconds).
         val_fraction: held out for choosing when there is no validation split.
+        class_weight: ``None`` or ``"balanced"``; forwarded to the probe and every candidate
+            (every strategy auto may run takes it), so they are judged on the same objective.
+            Other fine-tuning settings (``epochs``, ``loss``...) are not forwarded: each
+            candidate runs its own fixed recipe, and giving them is an error.
     """
 
     name = "auto"
     description = "Linear probe first (the floor), then the strategies likely to beat it within --budget."
+    settings = (
+        Setting("budget", str, "10m", "wall-clock budget for the whole fit (90s, 10m, 1h30m, or seconds)",
+                nullable=True, check=parse_budget, kind="a duration like 90s, 10m or 1h, or seconds > 0"),
+        Setting("val_fraction", float, 0.15, "held out for choosing when there is no validation split",
+                range="[0, 1)"),
+        CLASS_WEIGHT,
+    )
 
-    def __init__(self, budget: str | float | None = "10m", val_fraction: float = 0.15) -> None:
-        super().__init__(budget=budget, val_fraction=val_fraction, budget_seconds=parse_budget(budget))
+    def __init__(self, budget: str | float | None = "10m", val_fraction: float = 0.15,
+                 class_weight: str | None = None) -> None:
+        super().__init__(budget=budget, val_fraction=val_fraction, class_weight=class_weight)
+        self.params["budget_seconds"] = parse_budget(budget)
 
     def fit(self, backbone: Backbone, train: Dataset, val: Dataset | None, context: FitContext) -> FittedModel:
         started = time.monotonic()
@@ -137,17 +151,21 @@ class Auto(Strategy):
         step = _step_seconds(pristine, train, context.device) if val is not None else None
         calibration = 1.0  # measured / estimated seconds of the candidates so far
 
+        class_weight = self.params["class_weight"]
+
         def run(name: str, params: dict[str, Any], data: Dataset) -> FittedModel:
             sub = FitContext(embed=context.embed, seed=context.seed, device=context.device,
                              callbacks=context.callbacks, embed_with=context.embed_with, deadline=deadline)
             if name in ("linear-probe", "contrastive"):
-                return STRATEGIES[name](**params).fit(copy.deepcopy(pristine), data, None, sub)
+                return STRATEGIES[name](**params, class_weight=class_weight).fit(copy.deepcopy(pristine), data,
+                                                                                 None, sub)
             # A fixed recipe (no early stopping): the validation split only judges.
-            return STRATEGIES[name](**params, val_fraction=0.0).fit(copy.deepcopy(pristine), data, None, sub)
+            return STRATEGIES[name](**params, class_weight=class_weight, val_fraction=0.0).fit(
+                copy.deepcopy(pristine), data, None, sub)
 
         def probe() -> tuple[FittedModel, dict[str, Any]]:
             t0 = time.monotonic()
-            fitted = STRATEGIES["linear-probe"]().fit(backbone, train, None, context)
+            fitted = STRATEGIES["linear-probe"](class_weight=class_weight).fit(backbone, train, None, context)
             return fitted, {"strategy": "linear-probe", "reason": "the cheap floor: frozen cached features",
                             "seconds": round(time.monotonic() - t0, 2), "ran": True, "n_train": len(train)}
 
@@ -212,7 +230,7 @@ class Auto(Strategy):
         """
         if name == "contrastive":
             t0 = time.monotonic()
-            head = Contrastive.fit_head(best.backbone, everything, context)
+            head = Contrastive.fit_head(best.backbone, everything, context, best.params.get("class_weight"))
             refitted = FittedModel(backbone=best.backbone, head=head.head, classes=head.classes, strategy=name,
                                    params=best.params, backbone_changed=True,
                                    details={**best.details, "C": head.details["C"], "n_train_head": len(everything)})

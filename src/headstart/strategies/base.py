@@ -21,6 +21,7 @@ from headstart.data.dataset import Dataset
 from headstart.errors import ConfigError
 from headstart.heads import LinearHead
 from headstart.progress import NullProgress, ProgressReporter
+from headstart.strategies.settings import STRATEGIES, Setting, check_settings
 
 
 @dataclass
@@ -76,19 +77,30 @@ class FittedModel:
 
 
 class Strategy:
-    """Base class: subclasses set ``name`` and implement :meth:`fit`."""
+    """Base class: subclasses set ``name``, declare ``settings`` and implement :meth:`fit`.
+
+    ``settings`` lists every keyword the strategy takes, with its type, default, range and
+    help (:class:`~headstart.strategies.settings.Setting`); :func:`create_strategy` validates
+    against it, and ``headstart strategies`` prints it.
+    """
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
+    settings: ClassVar[tuple[Setting, ...]] = ()
 
     def __init__(self, **params: Any) -> None:
+        # The declared settings are checked here too, so a strategy built directly (not through
+        # create_strategy) gets the same validator and messages; derived entries pass through.
+        names = {s.name for s in self.settings}
+        check_settings(self.name, {k: v for k, v in params.items() if k in names})
         self.params = params
 
     def fit(self, backbone: Backbone, train: Dataset, val: Dataset | None, context: FitContext) -> FittedModel:
         raise NotImplementedError
 
 
-STRATEGIES: dict[str, type[Strategy]] = {}
+# STRATEGIES (name -> class) is defined in strategies/settings.py, the lower module, so that the
+# validator there needs no import of this one; register_strategy below fills it.
 
 
 def register_strategy(cls: type[Strategy]) -> type[Strategy]:
@@ -100,9 +112,10 @@ def register_strategy(cls: type[Strategy]) -> type[Strategy]:
 
 
 def create_strategy(name: str, **params: Any) -> Strategy:
-    """A registered strategy by name, with a "did you mean" on typos."""
+    """A registered strategy by name, with a "did you mean" on typos; ``params`` are validated
+    against its declared settings (:func:`~headstart.strategies.settings.check_settings`)."""
     if name not in STRATEGIES:
         close = difflib.get_close_matches(name, list(STRATEGIES), n=2, cutoff=0.5)
         hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
         raise ConfigError(f"unknown strategy {name!r}.{hint} Available: {', '.join(STRATEGIES)}.")
-    return STRATEGIES[name](**params)
+    return STRATEGIES[name](**check_settings(name, params))

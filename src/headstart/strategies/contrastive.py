@@ -37,6 +37,7 @@ from headstart.data.dataset import Dataset, concat
 from headstart.errors import ConfigError
 from headstart.strategies.base import FitContext, FittedModel, Strategy, register_strategy
 from headstart.strategies.linear_probe import LinearProbe
+from headstart.strategies.settings import CLASS_WEIGHT, Setting
 from headstart.training import checkpoint as ckpt
 from headstart.training.optim import make_scheduler, param_groups
 
@@ -135,22 +136,31 @@ class Contrastive(Strategy):
         lr: encoder learning rate.
         batch_size: texts per step (``in-batch``) or pairs per step (``sampled``).
         warmup: fraction of steps warming up.
+        class_weight: ``None`` or ``"balanced"``, for the linear probe of step 2.
     """
 
     name = "contrastive"
     description = "SetFit-style: fine-tune the sentence encoder on same/different-label pairs, then a linear probe."
+    settings = (
+        Setting("pairing", str, "in-batch", "all pairs within stratified batches, or SetFit's drawn pairs",
+                choices=PAIRINGS),
+        Setting("steps", int, 20, "in-batch: optimizer steps", range="[1, inf)"),
+        Setting("n_iterations", int, 20, "sampled: pairs drawn per example and per kind", range="[1, inf)"),
+        Setting("max_pairs", int, 640, "sampled: cap on the number of pairs", range="[1, inf)"),
+        Setting("pair_epochs", int, 1, "sampled: passes over the pairs", range="[1, inf)"),
+        Setting("pair_max_length", int, 128, "tokens read per text during pair training", range="[1, inf)"),
+        Setting("lr", float, 2e-5, "encoder learning rate", range="(0, inf)"),
+        Setting("batch_size", int, 16, "texts per step (in-batch) or pairs per step (sampled)", range="[2, inf)"),
+        Setting("warmup", float, 0.1, "fraction of steps warming up", range="[0, 1)"),
+        CLASS_WEIGHT,
+    )
 
     def __init__(self, pairing: str = "in-batch", steps: int = 20, n_iterations: int = 20, max_pairs: int = 640,
                  pair_epochs: int = 1, pair_max_length: int = 128, lr: float = 2e-5, batch_size: int = 16,
-                 warmup: float = 0.1) -> None:
-        if pairing not in PAIRINGS:
-            raise ConfigError(f"pairing={pairing!r}; use one of {', '.join(PAIRINGS)}.")
-        if min(steps, n_iterations, max_pairs, pair_max_length, pair_epochs) < 1 or batch_size < 2:
-            raise ConfigError("steps, n_iterations, max_pairs, pair_max_length and pair_epochs must be >= 1, "
-                              "batch_size >= 2.")
+                 warmup: float = 0.1, class_weight: str | None = None) -> None:
         super().__init__(pairing=pairing, steps=steps, n_iterations=n_iterations, max_pairs=max_pairs,
                          pair_epochs=pair_epochs, pair_max_length=pair_max_length, lr=lr, batch_size=batch_size,
-                         warmup=warmup)
+                         warmup=warmup, class_weight=class_weight)
 
     def fit(self, backbone: Backbone, train: Dataset, val: Dataset | None, context: FitContext) -> FittedModel:
         if backbone.spec.modality != "text":
@@ -189,7 +199,7 @@ class Contrastive(Strategy):
                                      optimizer_state={}, state={"phase": {"phase": "pairs-done"}, "rng": ckpt.rng_state(),
                                                                 "fingerprint": fingerprint})
         seconds = time.perf_counter() - started
-        probe = self.fit_head(backbone, data, context)
+        probe = self.fit_head(backbone, data, context, p["class_weight"])
         details = {"pairing": p["pairing"], "n_pairs": n_pairs, "steps_run": len(losses),
                    "steps_planned": len(steps), "pair_loss_first": losses[0] if losses else None,
                    "pair_loss_last": losses[-1] if losses else None, "pair_seconds": round(seconds, 2),
@@ -198,14 +208,14 @@ class Contrastive(Strategy):
                            params=dict(self.params), details=details, backbone_changed=True)
 
     @staticmethod
-    def fit_head(backbone: Backbone, data: Dataset, context: FitContext) -> FittedModel:
-        """Step 2: freeze the adapted encoder and fit the linear probe on its embeddings."""
+    def fit_head(backbone: Backbone, data: Dataset, context: FitContext, class_weight: str | None = None) -> FittedModel:
+        """Step 2: freeze the adapted encoder and fit the linear probe (with ``class_weight``) on its embeddings."""
         backbone.eval()
         for q in backbone.parameters():
             q.requires_grad_(False)
         embed = context.embed_with or (lambda _b, ds: context.embed(ds))
         probe_context = FitContext(embed=lambda ds: embed(backbone, ds), seed=context.seed, device=context.device)
-        return LinearProbe().fit(backbone, data, None, probe_context)
+        return LinearProbe(class_weight=class_weight).fit(backbone, data, None, probe_context)
 
     def _train(self, backbone: Backbone, items: list[str], targets: list[int], steps: list[list[Any]],
                context: FitContext) -> list[float]:

@@ -23,6 +23,7 @@ from headstart.data.splits import assign_splits
 from headstart.errors import ConfigError
 from headstart.strategies.base import FitContext, FittedModel, Strategy
 from headstart.strategies.linear_probe import LinearProbe
+from headstart.strategies.settings import CLASS_WEIGHT, Setting
 from headstart.training.loop import ClassifierModel, Examples, TrainConfig, fit_fingerprint
 from headstart.training.loop import train as run_training
 
@@ -108,6 +109,30 @@ class FineTuneStrategy(Strategy):
         mixed_precision: ``auto`` (bf16/fp16 on GPUs), ``no``, ``fp16``, ``bf16``.
     """
 
+    settings = (
+        Setting("epochs", int, 10, "maximum epochs (early stopping usually ends sooner)", range="[1, inf)"),
+        Setting("lr", float, None, "learning rate of the head (backbone groups get less); None: 5e-4 for "
+                "images, 1e-4 for text", range="(0, inf)", nullable=True),
+        Setting("layer_decay", float, 0.75, "each layer group below the head trains at this fraction of the "
+                "one above", range="(0, 1]"),
+        Setting("batch_size", int, 16, "examples per step", range="[1, inf)"),
+        Setting("grad_accum", int, 1, "micro-batches per optimizer step", range="[1, inf)"),
+        Setting("weight_decay", float, 0.01, "AdamW weight decay (not on biases and norms)", range="[0, inf)"),
+        Setting("schedule", str, "cosine", "learning-rate schedule", choices=("cosine", "one-cycle", "constant")),
+        Setting("warmup", float, 0.1, "fraction of steps spent warming up", range="[0, 1)"),
+        Setting("patience", int, 3, "epochs without improvement before stopping", range="[1, inf)"),
+        Setting("loss", str, "cross-entropy", "training loss", choices=("cross-entropy", "focal")),
+        Setting("label_smoothing", float, 0.0, "label smoothing of the loss", range="[0, 1)"),
+        CLASS_WEIGHT,
+        Setting("augment", bool, None, "training-time augmentation; None: on for images, off for text",
+                nullable=True),
+        Setting("val_fraction", float, 0.15, "held out for early stopping when there is no validation split "
+                "(0: none, every epoch runs)", range="[0, 1)"),
+        Setting("freeze_bn", bool, True, "keep BatchNorm layers on their pretrained statistics"),
+        Setting("mixed_precision", str, "auto", "bf16/fp16 on GPUs with auto",
+                choices=("auto", "no", "fp16", "bf16")),
+    )
+
     def __init__(
         self,
         epochs: int = 10,
@@ -128,12 +153,6 @@ class FineTuneStrategy(Strategy):
         mixed_precision: str = "auto",
         **extra: Any,
     ) -> None:
-        if lr is not None and not lr > 0:
-            raise ConfigError(f"lr={lr}; it must be positive.")
-        if not 0 <= val_fraction < 1:
-            raise ConfigError(f"val_fraction={val_fraction}; it must be in [0, 1).")
-        if not 0 < layer_decay <= 1:
-            raise ConfigError(f"layer_decay={layer_decay}; it must be in (0, 1].")
         super().__init__(epochs=epochs, lr=lr, layer_decay=layer_decay, batch_size=batch_size, grad_accum=grad_accum,
                          weight_decay=weight_decay, schedule=schedule, warmup=warmup, patience=patience, loss=loss,
                          label_smoothing=label_smoothing, class_weight=class_weight, augment=augment,
@@ -170,7 +189,7 @@ class FineTuneStrategy(Strategy):
     def fit(self, backbone: Backbone, train: Dataset, val: Dataset | None, context: FitContext) -> FittedModel:
         train, val = carve_validation(train, val, self.params["val_fraction"], context.seed, MIN_PER_CLASS_TO_CARVE)
         pristine = copy.deepcopy(backbone) if val is not None else None
-        probe = LinearProbe().fit(backbone, train, None, context)
+        probe = LinearProbe(class_weight=self.params["class_weight"]).fit(backbone, train, None, context)
         classes = probe.classes
         self.prepare(backbone)
         model = ClassifierModel(backbone, probe.head)
@@ -221,7 +240,8 @@ class FineTuneStrategy(Strategy):
                     self.name)
         embed = context.embed_with or (lambda _b, ds: context.embed(ds))
         probe_context = FitContext(embed=lambda ds: embed(pristine, ds), seed=context.seed, device=context.device)
-        probe = LinearProbe().fit(pristine, concat(train, val), None, probe_context)
+        probe = LinearProbe(class_weight=self.params["class_weight"]).fit(pristine, concat(train, val), None,
+                                                                          probe_context)
         details = {"kept_probe": "no epoch beat the linear-probe start on validation; the probe, refitted on "
                                  "train + validation, is the result (backbone unchanged)",
                    "lp_init": {"C": probe.details["C"]}, "C": probe.details["C"], "phases": history,

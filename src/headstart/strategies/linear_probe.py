@@ -16,9 +16,9 @@ import numpy as np
 
 from headstart.backbones.base import Backbone
 from headstart.data.dataset import Dataset, concat
-from headstart.errors import ConfigError
 from headstart.heads import LinearHead
 from headstart.strategies.base import FitContext, FittedModel, Strategy, register_strategy
+from headstart.strategies.settings import CLASS_WEIGHT, Setting
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +39,14 @@ class LinearProbe(Strategy):
 
     name = "linear-probe"
     description = "Logistic regression on cached frozen features; C chosen by cross-validation."
+    settings = (
+        Setting("C", float, None, "fixed inverse regularisation; None: chosen by cross-validation",
+                range="(0, inf)", nullable=True),
+        Setting("Cs", tuple, DEFAULT_CS, "the grid of C searched by cross-validation", range="(0, inf)"),
+        Setting("cv", int, 5, "cross-validation folds (lowered to the smallest class size)", range="[2, inf)"),
+        CLASS_WEIGHT,
+        Setting("max_iter", int, 2000, "solver iterations", range="[1, inf)"),
+    )
 
     def __init__(
         self,
@@ -48,12 +56,6 @@ class LinearProbe(Strategy):
         class_weight: str | None = None,
         max_iter: int = 2000,
     ) -> None:
-        if C is not None and not C > 0:
-            raise ConfigError(f"C={C}; it must be a positive number.")
-        if cv < 2:
-            raise ConfigError(f"cv={cv}; cross-validation needs at least 2 folds.")
-        if class_weight not in (None, "balanced"):
-            raise ConfigError(f"class_weight={class_weight!r}; use None or 'balanced'.")
         super().__init__(C=C, Cs=list(Cs), cv=cv, class_weight=class_weight, max_iter=max_iter)
 
     def fit(self, backbone: Backbone, train: Dataset, val: Dataset | None, context: FitContext) -> FittedModel:

@@ -15,6 +15,7 @@ from headstart.backbones.base import Backbone
 from headstart.errors import ConfigError
 from headstart.strategies.base import register_strategy
 from headstart.strategies.finetune import FineTuneStrategy, Phase
+from headstart.strategies.settings import Setting, with_defaults
 from headstart.training.loop import ClassifierModel
 
 
@@ -55,11 +56,16 @@ class Lora(FineTuneStrategy):
 
     name = "lora"
     description = "PEFT LoRA adapters on linear/conv layers + head; merged into the weights for the bundle."
+    settings = (
+        Setting("lora_rank", int, 8, "adapter rank r", range="[1, inf)"),
+        Setting("lora_alpha", float, None, "scaling (alpha / r multiplies the update); None: 2 * r",
+                range="(0, inf)", nullable=True),
+        Setting("lora_dropout", float, 0.0, "dropout on the adapter input", range="[0, 1)"),
+        *with_defaults(FineTuneStrategy.settings, layer_decay=1.0),
+    )
 
     def __init__(self, lora_rank: int = 8, lora_alpha: float | None = None, lora_dropout: float = 0.0,
                  **params: Any) -> None:
-        if lora_rank < 1:
-            raise ConfigError(f"lora_rank={lora_rank}; it must be at least 1.")
         params.setdefault("layer_decay", 1.0)
         super().__init__(lora_rank=lora_rank, lora_alpha=lora_alpha, lora_dropout=lora_dropout, **params)
 

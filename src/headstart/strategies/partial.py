@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from headstart.backbones.base import Backbone
-from headstart.errors import ConfigError
 from headstart.strategies.base import register_strategy
 from headstart.strategies.finetune import FineTuneStrategy, Phase, decayed_lrs
+from headstart.strategies.settings import Setting
 
 
 @register_strategy
@@ -16,10 +16,10 @@ class Partial(FineTuneStrategy):
 
     name = "partial"
     description = "Last k layer groups + head train; lower layers (and their BatchNorm statistics) stay frozen."
+    settings = (Setting("unfreeze", int, 2, "how many top layer groups train", range="[1, inf)"),
+                *FineTuneStrategy.settings)
 
     def __init__(self, unfreeze: int = 2, **params: Any) -> None:
-        if unfreeze < 1:
-            raise ConfigError(f"unfreeze={unfreeze}; unfreeze at least 1 layer group (or use linear-probe).")
         super().__init__(unfreeze=unfreeze, **params)
 
     def phases(self, backbone: Backbone) -> list[Phase]:

@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from headstart.backbones.base import Backbone
-from headstart.errors import ConfigError
 from headstart.strategies.base import register_strategy
 from headstart.strategies.finetune import FineTuneStrategy, Phase, decayed_lrs
+from headstart.strategies.settings import Setting
 
 
 @register_strategy
@@ -29,13 +29,18 @@ class Progressive(FineTuneStrategy):
 
     name = "progressive"
     description = "Head first with the backbone frozen, then unfreeze layer groups from the top, stage by stage (ULMFiT)."
+    settings = (
+        Setting("epochs_per_stage", int, 1, "epochs of each intermediate stage", range="[1, inf)"),
+        Setting("stages", int, 3, "unfreezing stages after the head stage", range="[1, inf)"),
+        Setting("max_groups", int, None, "unfreeze at most this many groups from the top; None: all",
+                range="[1, inf)", nullable=True),
+        Setting("discriminative", float, 2.6, "ratio between the learning rates of adjacent groups",
+                range="[1, inf)"),
+        *FineTuneStrategy.settings,
+    )
 
     def __init__(self, epochs_per_stage: int = 1, stages: int = 3, max_groups: int | None = None,
                  discriminative: float = 2.6, **params: Any) -> None:
-        if epochs_per_stage < 1 or stages < 1:
-            raise ConfigError(f"epochs_per_stage={epochs_per_stage} and stages={stages} must be at least 1.")
-        if discriminative < 1:
-            raise ConfigError(f"discriminative={discriminative}; it must be >= 1.")
         super().__init__(epochs_per_stage=epochs_per_stage, stages=stages, max_groups=max_groups,
                          discriminative=discriminative, **params)
 
