@@ -16,7 +16,6 @@ MAX_LINES = 500
 # Modules over MAX_LINES today, each to be split (issue 14). The list only shrinks: a module that
 # is back under the limit must leave it, and no other module may join it.
 KNOWN_LONG = {
-    "headstart/cli/app.py",  # being split into one module per command
     "headstart/transferability/scores.py",
 }
 TERMINAL = ("typer", "rich", "click")  # only headstart.cli talks to the terminal
@@ -245,3 +244,40 @@ def test_one_json_converter_for_numpy_and_paths(capsys: pytest.CaptureFixture[st
     assert json.loads(_text(value["t"])) == [1, [0, 1]]
     assert jsonable({"when": object}, default=str) == {"when": str(object)}
     assert jsonable({"when": object}) == {"when": object}  # json.dumps refuses it, as before
+
+
+# Modules that may name a modality: the modalities themselves, and backbones (each declares the
+# modality it takes). Everything else asks ``headstart.modalities.get_modality(name)``.
+MODALITY_HOMES = ("headstart/modalities/", "headstart/backbones/")
+BUILTIN_MODALITIES = {"text", "image"}
+# Where the same words mean something else.
+NOT_MODALITIES = {"headstart/report/html.py": "a preview's kind is its format (a text snippet, an image data URI)"}
+
+
+def _modality_branches(tree: ast.Module) -> list[int]:
+    """Lines comparing something with a built-in modality's name (``x == "text"``, ``m in ("text", "image")``)."""
+    lines = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Compare):
+            continue
+        for operand in (node.left, *node.comparators):
+            values = operand.elts if isinstance(operand, (ast.Tuple, ast.List, ast.Set)) else [operand]
+            if any(isinstance(v, ast.Constant) and v.value in BUILTIN_MODALITIES for v in values):
+                lines.append(node.lineno)
+                break
+    return lines
+
+
+def test_modality_branch_finder_finds_one() -> None:
+    assert _modality_branches(ast.parse('if data.modality == "image":\n    pass\nok = kind in ("text", "x")')) == [1, 3]
+
+
+def test_no_module_branches_on_a_modality_name() -> None:
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        name = path.relative_to(SRC).as_posix()
+        if name.startswith(MODALITY_HOMES) or name in NOT_MODALITIES:
+            continue
+        found += [f"{name}:{line}" for line in _modality_branches(ast.parse(path.read_text()))]
+    assert not found, ("these compare with a modality's name; ask the modality instead "
+                       f"(headstart.modalities.get_modality(name).<what you need>): {', '.join(found)}")

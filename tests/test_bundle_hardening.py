@@ -302,7 +302,7 @@ def _with_tokenizer(saved: Path, where: Path, tokenizer: str) -> Path:
 
 
 def test_the_tokenizer_must_be_inside_the_bundle_and_hashed(saved: Path, tmp_path: Path) -> None:
-    from headstart.serving.preprocessing import TextPreprocessor
+    from headstart.modalities.text import TextPreprocessor
 
     assert read_manifest(_with_tokenizer(saved, tmp_path / "ok", "tokenizer.json"))["onnx"]
     outside = tmp_path / "elsewhere.json"
@@ -521,7 +521,7 @@ def test_contrastive_resumes_through_the_shared_checkpoint_and_only_its_own_fit(
     first = TransferClassifier(**params, random_state=1).fit(texts, labels, run_dir=tmp_path)
     assert sorted(p.name for p in (tmp_path / "checkpoint").iterdir())[-1] == "optimizer.safetensors"
     again = TransferClassifier(**params, random_state=1).fit(texts, labels, run_dir=tmp_path, resume=True)
-    assert again.strategy_details_["resumed_after_pair_training"] is True
+    assert again.strategy_details_["resumed_from_step"] == 2  # after pair training: none of it redone
     assert (again.predict_proba(texts) == first.predict_proba(texts)).all()
     with pytest.raises(ConfigError, match="different fit"):
         TransferClassifier(**params, random_state=2).fit(texts, labels, run_dir=tmp_path, resume=True)

@@ -22,7 +22,7 @@ from headstart.data import (
     Dataset,
     assign_splits,
     check_classes,
-    collect_image_paths,
+    collect_files,
     from_memory,
     infer_modality,
     load_data,
@@ -30,7 +30,7 @@ from headstart.data import (
     load_table,
 )
 from headstart.data.dataset import concat
-from headstart.data.items import item_sha256, open_image
+from headstart.data.items import IMAGE_EXTENSIONS, item_sha256, open_image
 from headstart.errors import DataError, HeadstartError
 
 # --------------------------------------------------------------------------------------------
@@ -225,12 +225,12 @@ def test_collect_image_paths_expands_folders_sorted(tmp_path: Path) -> None:
     b = _png(tmp_path / "in" / "sub" / "a.png", 2)
     (tmp_path / "in" / "x.txt").write_text("skip")
     single = _png(tmp_path / "one.png", 3)
-    assert collect_image_paths([tmp_path / "in", str(single)]) == [a, b, single]
+    assert collect_files([tmp_path / "in", str(single)], IMAGE_EXTENSIONS) == [a, b, single]
     with pytest.raises(DataError, match="does not exist"):
-        collect_image_paths([tmp_path / "missing.png"])
+        collect_files([tmp_path / "missing.png"], IMAGE_EXTENSIONS)
     (tmp_path / "none").mkdir()
     with pytest.raises(DataError, match="no image files"):
-        collect_image_paths([tmp_path / "none"])
+        collect_files([tmp_path / "none"], IMAGE_EXTENSIONS, "image")
 
 
 # --------------------------------------------------------------------------------------------

@@ -26,14 +26,10 @@ from headstart import atomic as atomic_module
 from headstart.bundle import MANIFEST, manifest_digest
 from headstart.cli.app import run
 from headstart.data import assign_splits, load_data
+from headstart.modalities.pixels import ImagePreprocessor, describe_image
+from headstart.modalities.text import TextPreprocessor, describe_text
 from headstart.serving.engine import OnnxEngine, load_engine
 from headstart.serving.export import PARITY_TOLERANCE, export_onnx
-from headstart.serving.preprocessing import (
-    ImagePreprocessor,
-    TextPreprocessor,
-    describe_image,
-    describe_text,
-)
 
 QUICK = ("--no-compare", "--no-learning-curve")
 HEAVY = ("torch", "timm", "transformers", "sklearn")

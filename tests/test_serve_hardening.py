@@ -41,10 +41,11 @@ from headstart.backbones import create_backbone
 from headstart.cli.serve import serve_command
 from headstart.data.long_texts import cut_at_word, cut_long_texts
 from headstart.errors import ConfigError, DataError, ImageTooLargeError
+from headstart.modalities.pixels import decode_image
+from headstart.modalities.text import TextPreprocessor, describe_text
 from headstart.serving import service
 from headstart.serving.limits import ConnectionLimits
 from headstart.serving.openapi import ERROR_CODES
-from headstart.serving.preprocessing import TextPreprocessor, decode_image, describe_text
 from headstart.serving.service import create_app
 from serve_fakes import FakeEngine
 

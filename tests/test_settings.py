@@ -69,9 +69,9 @@ def test_a_setting_the_strategy_does_not_use_is_an_error_naming_those_that_do(
 
 def test_estimator_defaults_and_none_are_not_given_settings() -> None:
     # cv=5 is the estimator's default: not an explicit setting, so no error for `full`.
-    assert TransferClassifier(strategy="full")._strategy_params() == {}
-    assert TransferClassifier(strategy="linear-probe")._strategy_params() == {"cv": 5}
-    assert TransferClassifier(strategy="auto", class_weight="balanced", budget="30s")._strategy_params() == {
+    assert TransferClassifier(strategy="full").strategy_settings() == {}
+    assert TransferClassifier(strategy="linear-probe").strategy_settings() == {"cv": 5}
+    assert TransferClassifier(strategy="auto", class_weight="balanced", budget="30s").strategy_settings() == {
         "class_weight": "balanced", "budget": "30s"}
 
 
@@ -86,7 +86,7 @@ def test_estimator_defaults_and_none_are_not_given_settings() -> None:
 ])
 def test_wrong_type_or_range_is_one_clear_error(strategy: str, params: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError) as raised:
-        TransferClassifier(strategy=strategy, **params)._strategy_params()
+        TransferClassifier(strategy=strategy, **params).strategy_settings()
     assert message in str(raised.value)
     with pytest.raises(ConfigError) as again:  # the same validator behind create_strategy
         create_strategy(strategy, **params)
@@ -98,13 +98,13 @@ def test_wrong_type_or_range_is_one_clear_error(strategy: str, params: dict[str,
 
 def test_strategy_params_are_validated_typos_get_a_suggestion_and_conflicts_are_refused() -> None:
     with pytest.raises(ConfigError, match=re.escape("'progressive' must be an int in [1, inf). Got 0")):
-        TransferClassifier(strategy="progressive", strategy_params={"stages": 0})._strategy_params()
+        TransferClassifier(strategy="progressive", strategy_params={"stages": 0}).strategy_settings()
     with pytest.raises(ConfigError, match=re.escape("not a setting of any strategy. Did you mean 'steps'")):
-        TransferClassifier(strategy="contrastive", strategy_params={"stepz": 3})._strategy_params()
+        TransferClassifier(strategy="contrastive", strategy_params={"stepz": 3}).strategy_settings()
     with pytest.raises(ConfigError, match="given twice"):
-        TransferClassifier(strategy="full", epochs=3, strategy_params={"epochs": 4})._strategy_params()
+        TransferClassifier(strategy="full", epochs=3, strategy_params={"epochs": 4}).strategy_settings()
     with pytest.raises(ConfigError, match="give a dict"):
-        TransferClassifier(strategy="full", strategy_params=[("epochs", 4)])._strategy_params()
+        TransferClassifier(strategy="full", strategy_params=[("epochs", 4)]).strategy_settings()
 
 
 def test_set_assignments_parse_by_declared_type() -> None:

@@ -11,6 +11,9 @@ fit the head, and reads only JSON and safetensors: nothing is ever unpickled.
 
 Writing a bundle replaces its whole folder, so :func:`check_destination` refuses, before any
 work, a folder holding anything that is not the bundle's (the user's notes, data...).
+
+:func:`recreate_fit_split` re-creates, from the manifest, the train/val/test split fit made of
+data that had none of its own (``evaluate --split``, the int8 accuracy of ``export``).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from headstart.atomic import (
     atomic_folder,
@@ -28,7 +31,7 @@ from headstart.atomic import (
     recover,
     write_file,
 )
-from headstart.errors import BundleError, HeadstartError
+from headstart.errors import BundleError, DataError, HeadstartError
 from headstart.jsonable import jsonable
 from headstart.manifest import (
     ALLOWED_SUFFIXES,
@@ -41,9 +44,12 @@ from headstart.manifest import (
     write_manifest,
 )
 
+if TYPE_CHECKING:
+    from headstart.data import Dataset
+
 __all__ = ["ALLOWED_SUFFIXES", "FORMAT_NAME", "FORMAT_VERSION", "MANIFEST", "WEIGHTS", "check_destination",
-           "check_labels", "file_sha256", "foreign_files", "manifest_digest", "read_bundle", "read_manifest",
-           "save_bundle"]
+           "check_labels", "file_sha256", "fit_split_settings", "foreign_files", "manifest_digest", "read_bundle",
+           "read_manifest", "recreate_fit_split", "save_bundle"]
 
 logger = logging.getLogger(__name__)
 
@@ -174,6 +180,12 @@ def check_bundle_fields(manifest: dict[str, Any], path: Path) -> None:
             raise BundleError(f"{path}: '{dotted}' names {value!r:.120}, which is not one of the bundle's verified "
                               f"files ({', '.join(files)}); every file a bundle uses must be inside it and "
                               "hashed. Export it again (headstart export).")
+    _, present, listed = _field(manifest, "onnx.preprocessing_files")
+    for value in (listed if present and isinstance(listed, list) else [listed] if present else []):
+        if not isinstance(value, str) or value not in files:
+            raise BundleError(f"{path}: 'onnx.preprocessing_files' names {value!r:.120}, which is not one of the "
+                              f"bundle's verified files ({', '.join(files)}); every file a bundle uses must be inside "
+                              "it and hashed. Export it again (headstart export).")
 
 
 def foreign_files(folder: str | Path) -> list[str]:
@@ -373,3 +385,85 @@ def read_bundle(path: str | Path) -> tuple[Any, Any, dict[str, Any]]:
         raise BundleError(f"{folder}: the head weights do not match the manifest ({e}).") from e
     head.eval()
     return backbone, head, manifest
+
+
+# ------------------------------------------------------------- the fit's split
+# Split shares `headstart fit` used before bundles recorded them (its defaults then and now).
+DEFAULT_FRACTIONS = {"val_fraction": 0.1, "test_fraction": 0.2}
+_RECREATE_FIX = ("Give data with a split of its own (a split column or train/ val/ test/ folders), or the data "
+                 "the bundle was fitted on, loaded with the same label, group and time columns.")
+
+
+def fit_split_settings(manifest: dict[str, Any]) -> dict[str, Any]:
+    """How ``fit`` split data that had no split of its own, as its manifest records it.
+
+    Returns:
+        ``seed``, ``val_fraction``, ``test_fraction`` and ``recorded`` (``False`` when the bundle
+        predates recording the shares, so fit's defaults, :data:`DEFAULT_FRACTIONS`, are used).
+
+    Raises:
+        BundleError: a recorded value is not a number.
+    """
+    loader = manifest.get("loader") or {}
+    settings = {"seed": manifest.get("seed") or 0, **{k: loader.get(k, v) for k, v in DEFAULT_FRACTIONS.items()}}
+    for name, value in settings.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (name == "seed" and value != int(value)):
+            field = name if name == "seed" else f"loader.{name}"
+            raise BundleError(f"{MANIFEST}: '{field}' is {value!r}, not a number, so the split fit made cannot be "
+                              "re-created; the bundle is damaged: restore it or refit.")
+    settings["seed"] = int(settings["seed"])
+    settings["recorded"] = all(k in loader for k in DEFAULT_FRACTIONS)
+    return settings
+
+
+def recreate_fit_split(dataset: Dataset, manifest: dict[str, Any], *, fix: str = _RECREATE_FIX) -> Dataset:
+    """The data with the train/val/test split ``fit`` made of it, re-created from the bundle's manifest.
+
+    ``fit`` splits data without a split of its own by its seed and shares (and the group and time
+    columns, which must be loaded with the data, as the manifest's ``loader`` records), all in
+    the manifest. The same data split the same way has the fingerprint the manifest records;
+    that is checked, so other or edited data is an error, never a silently different split.
+
+    Args:
+        dataset: the data the bundle was fitted on, loaded like at fit. Its ``splits`` are
+            filled in place (and left ``None`` when the split cannot be re-created). Data with
+            a split of its own is only checked.
+        manifest: the bundle's manifest (:func:`read_manifest`).
+        fix: what the user can do instead, ending the error's message.
+
+    Returns:
+        ``dataset``, with the fit's split.
+
+    Raises:
+        DataError: the data is not the data the bundle was fitted on (its fingerprint differs,
+            or it cannot be split the way fit split it), naming both and ``fix``.
+        BundleError: the manifest's seed or shares are damaged.
+
+    Example:
+        >>> from headstart.data import load_data
+        >>> data = load_data("spam.csv", text_col="text")                            # doctest: +SKIP
+        >>> test = recreate_fit_split(data, read_manifest("runs/spam")).split("test")  # doctest: +SKIP
+    """
+    from headstart.data import assign_splits
+
+    recorded = manifest.get("data") or {}
+    settings = fit_split_settings(manifest)
+    cannot = f"The train/val/test split fit made cannot be re-created on {dataset.source}"
+    if not recorded.get("fingerprint"):
+        raise DataError(f"{cannot}: the bundle records no fingerprint of the data it was fitted on to check it "
+                        f"against. {fix}")
+    own_split = dataset.splits is not None
+    reason = "its fingerprint differs"
+    if not own_split:
+        try:
+            assign_splits(dataset, seed=settings["seed"], val_fraction=settings["val_fraction"],
+                          test_fraction=settings["test_fraction"])
+        except DataError:  # data fit could split but this cannot be: other data, said below
+            reason = "it cannot be split the way that data was"
+            dataset.splits = None
+    if dataset.splits is not None and dataset.fingerprint() == recorded["fingerprint"]:
+        return dataset
+    if not own_split:
+        dataset.splits = None
+    fitted_on = f" ({recorded['source']})" if recorded.get("source") else ""
+    raise DataError(f"{cannot}: it is not the data the bundle was fitted on{fitted_on}: {reason}. {fix}")

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-from headstart.backbones import DEFAULT_BACKBONES, Backbone, create_backbone
+from headstart.backbones import Backbone, create_backbone
 from headstart.bundle import read_bundle, save_bundle
 from headstart.data import Dataset, check_classes, check_split_classes, from_memory
 from headstart.embedding_cache import EmbeddingCache
@@ -20,6 +20,7 @@ from headstart.errors import BackboneError, ConfigError, NotFittedError
 from headstart.evaluation import check_known_labels, classification_metrics, slice_metrics
 from headstart.features import extract_features, resolve_device
 from headstart.heads import LinearHead
+from headstart.modalities import get_modality
 from headstart.progress import ProgressReporter
 from headstart.provenance import environment, package_versions, utc_now
 from headstart.strategies import STRATEGIES, FitContext, create_strategy
@@ -150,8 +151,9 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         return from_memory(X, y, modality=modality)
 
     def _build_backbone(self, modality: str, name: str | None = None) -> Backbone:
-        name = name or self.backbone or DEFAULT_BACKBONES.get(modality)
-        kwargs: dict[str, Any] = {"max_length": self.max_length} if self.max_length and modality == "text" else {}
+        kind = get_modality(modality)
+        name = name or self.backbone or kind.default_backbone
+        kwargs: dict[str, Any] = dict(kind.backbone_options(self.max_length))
         if self.weights:
             if not name.startswith("timm:"):
                 raise ConfigError(f"weights={self.weights!r} applies to timm:ARCH backbones, not {name!r}.")
@@ -160,20 +162,34 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         if backbone.spec.modality != modality:
             raise ConfigError(
                 f"backbone {name!r} takes {backbone.spec.modality} but the data is {modality}; use "
-                f"a {modality} backbone such as {DEFAULT_BACKBONES[modality]!r}."
+                f"a {modality} backbone such as {kind.default_backbone!r}."
             )
         return backbone
 
-    def _strategy_params(self) -> dict[str, Any]:
-        """The chosen strategy's settings: the estimator's strategy parameters and ``strategy_params``,
-        validated against the strategy's declared settings (:mod:`headstart.strategies.settings`).
+    def strategy_settings(self) -> dict[str, Any]:
+        """The settings the chosen strategy gets: the estimator's strategy parameters and
+        ``strategy_params``, validated against the strategy's declared settings
+        (:mod:`headstart.strategies.settings`). :meth:`fit` uses them; call it to check the
+        parameters before any work (``headstart.fit`` does).
 
         A parameter left at its default is passed only to a strategy that uses it; one given
         explicitly to a strategy that does not use it is an error naming the strategies that do
         (nothing is dropped silently).
+
+        Returns:
+            Setting name -> value, as the strategy receives them.
+
+        Raises:
+            ConfigError: an unknown strategy (with a "did you mean"), a setting the strategy does
+                not use, a value of the wrong type or range, a setting given twice, or
+                ``strategy_params`` that is not a dict.
+
+        Example:
+            >>> TransferClassifier(strategy="full", epochs=3).strategy_settings()
+            {'epochs': 3}
         """
         if self.strategy not in STRATEGIES:
-            return {}  # create_strategy reports it, with a "did you mean"
+            create_strategy(self.strategy)  # raises: unknown strategy, with a "did you mean"
         declared = settings_of(self.strategy)
         defaults = {n: p.default for n, p in inspect.signature(type(self).__init__).parameters.items()}
         given = {k: getattr(self, k) for k in STRATEGY_PARAMETERS if getattr(self, k) is not None}
@@ -243,7 +259,7 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         check_classes(train)
         selection = self._select_backbone(train, val, progress) if self.backbone == "auto" else None
         backbone = self._build_backbone(data.modality, selection["recommended"] if selection else None)
-        strategy = create_strategy(self.strategy, **self._strategy_params())
+        strategy = create_strategy(self.strategy, **self.strategy_settings())
         device = resolve_device(self.device)
         cache = self._cache()
 

@@ -16,6 +16,7 @@ __all__ = [
     "ImageTooLargeError",
     "NotFittedError",
     "OutputError",
+    "RequestError",
 ]
 
 
@@ -29,6 +30,18 @@ class DataError(HeadstartError, ValueError):
 
 class ImageTooLargeError(DataError):
     """An image has more pixels than allowed: decoding it would hold too much memory."""
+
+
+class RequestError(DataError):
+    """An item of a request to the service is refused: ``status`` and ``code`` are the answer's.
+
+    Raised by modalities when they read request items (:meth:`headstart.modalities.base.Modality.read_json_item`),
+    so that the rules for an item live with its modality and the service only turns them into answers.
+    """
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
 
 
 class BackboneError(HeadstartError):

@@ -162,7 +162,7 @@ def fit(
 
     _check_contract(task, unlabeled, params)
     clf = TransferClassifier(backbone=backbone, strategy=strategy, random_state=seed, **params)
-    clf._strategy_params()  # a setting the strategy does not use, or a bad value, fails before any work
+    clf.strategy_settings()  # an unknown strategy, a setting it does not use or a bad value fails before any work
     if resume and out is None:
         raise ConfigError("resume=True continues the fit whose checkpoint is in `out`; give out=FOLDER.")
     if out is not None:

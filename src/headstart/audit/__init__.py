@@ -36,6 +36,7 @@ from headstart.audit.base import (
 from headstart.audit.neighbors import normalise
 from headstart.data import Dataset, load_data
 from headstart.errors import ConfigError
+from headstart.modalities import get_modality
 from headstart.progress import NullProgress, ProgressReporter
 
 __all__ = ["CHECKS", "FAST_CHECKS", "AuditReport", "CheckResult", "Finding", "Outcome", "audit",
@@ -87,14 +88,14 @@ class AuditReport:
 
     def previews(self) -> dict[str, dict[str, Any]]:
         """Thumbnails / snippets of the items the HTML page shows (item index as a string → preview)."""
-        from headstart.evaluation.proof import preview
         from headstart.report.audit_page import MAX_FINDINGS
 
         if self.dataset is None:
             return {}
         shown = sorted({i for c in self.checks for f in c.findings[:MAX_FINDINGS] for i in f.items[:6]})
         ds = self.dataset
-        return {str(i): preview(ds.items[i], ds.locators[i], ds.modality) for i in shown}
+        modality = get_modality(ds.modality)
+        return {str(i): modality.preview(ds.items[i], ds.locators[i]) for i in shown}
 
     def write_html(self, path: str | Path) -> Path:
         """Write the self-contained audit page (summary, every check, flagged items with previews)."""
@@ -262,15 +263,15 @@ def _plain(value: Any) -> Any:
 def _embed(dataset: Dataset, readable: np.ndarray, name: str, *, cache: bool | str | Path, batch_size: int,
            device: str | None, progress: ProgressReporter | None) -> tuple[dict[str, Any], np.ndarray]:
     from headstart.backbones import create_backbone
-    from headstart.classifier import DEFAULT_BACKBONES
     from headstart.embedding_cache import EmbeddingCache
     from headstart.features import extract_features
 
-    chosen = DEFAULT_BACKBONES[dataset.modality] if name in ("default", "auto") else name
+    default = get_modality(dataset.modality).default_backbone
+    chosen = default if name in ("default", "auto") else name
     bb = create_backbone(chosen)
     if bb.spec.modality != dataset.modality:
         raise ConfigError(f"backbone {chosen!r} takes {bb.spec.modality} but the data is {dataset.modality}; "
-                          f"use a {dataset.modality} backbone such as {DEFAULT_BACKBONES[dataset.modality]!r}.")
+                          f"use a {dataset.modality} backbone such as {default!r}.")
     store = None if cache is False else EmbeddingCache(None if cache is True else cache)
     feats = extract_features(bb, dataset.subset(readable), cache=store, batch_size=batch_size, device=device,
                              progress=progress or NullProgress())

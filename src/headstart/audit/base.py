@@ -9,7 +9,7 @@ severity, a one-line summary, per-item findings (most suspicious first), numbers
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -72,6 +72,8 @@ class Check:
     run: Callable[[AuditContext], Outcome]
     needs_features: bool = False
     needs_labels: bool = False
+    modalities: tuple[str, ...] = ()
+    """The modalities (names) the check applies to; empty: every modality."""
 
 
 CHECKS: dict[str, Check] = {}
@@ -83,11 +85,22 @@ def n_of(n: int, singular: str, plural: str | None = None) -> str:
 
 
 def register(name: str, title: str, description: str, *, needs_features: bool = False,
-             needs_labels: bool = False) -> Callable[[Callable[[AuditContext], Outcome]], Callable]:
-    """Register ``fn(ctx) -> Outcome`` as the check ``name`` (in registration order)."""
+             needs_labels: bool = False, modalities: Sequence[str] = ()
+             ) -> Callable[[Callable[[AuditContext], Outcome]], Callable]:
+    """Register ``fn(ctx) -> Outcome`` as the check ``name`` (in registration order).
+
+    ``modalities``: the names of the modalities the check applies to (empty: all); on other data
+    the runner answers ``skipped`` ("not image data") without calling it.
+
+    Example:
+        >>> @register("tiny-images", "Tiny images", "Images under 8 px.", modalities=("image",))  # doctest: +SKIP
+        ... def tiny_images(ctx: AuditContext) -> Outcome: ...
+    """
+    if isinstance(modalities, str):  # ("image") is a string, not a tuple
+        modalities = (modalities,)
 
     def wrap(fn: Callable[[AuditContext], Outcome]) -> Callable[[AuditContext], Outcome]:
-        CHECKS[name] = Check(name, title, description, fn, needs_features, needs_labels)
+        CHECKS[name] = Check(name, title, description, fn, needs_features, needs_labels, tuple(modalities))
         return fn
 
     return wrap
@@ -95,7 +108,9 @@ def register(name: str, title: str, description: str, *, needs_features: bool = 
 
 def run_check(check: Check, ctx: AuditContext) -> CheckResult:
     start = time.perf_counter()
-    if check.needs_labels and ctx.data.labels is None:
+    if check.modalities and ctx.data.modality not in check.modalities:
+        outcome = Outcome("skipped", f"not {' or '.join(check.modalities)} data")
+    elif check.needs_labels and ctx.data.labels is None:
         outcome = Outcome("skipped", "the data has no labels")
     elif check.needs_features and ctx.features is None:
         outcome = Outcome("skipped", ctx.features_skipped or "no backbone given")

@@ -2,24 +2,23 @@
 
 from __future__ import annotations
 
-import hashlib
-import re
 from collections import Counter, defaultdict
 from typing import Any
 
 import numpy as np
 
 from headstart.audit.base import AuditContext, Finding, Outcome, n_of, register
-from headstart.audit.integrity import image_info
+from headstart.audit.integrity import item_info
 from headstart.audit.neighbors import Neighbours, components, nearest, similar_pairs
 from headstart.data.splits import parse_times  # the split by --time-col orders items the same way
+from headstart.modalities import get_modality
 
 N_NEIGHBOURS = 10
-# Text embeddings see only the first few hundred tokens (256 for MiniLM): e-mails from one
-# mailing list share those headers and embed almost identically. A text pair found by the
-# embedding search counts as a near duplicate only if its full texts also overlap this much
-# (Jaccard similarity of 3-word shingles).
-TEXT_SHINGLE_JACCARD = 0.6
+# A pair found by the embedding search counts as a near duplicate only if the modality agrees
+# that the two items hold the same content (Modality.same_content): text embeddings see only the
+# first few hundred tokens (256 for MiniLM), and e-mails from one mailing list share those
+# headers and embed almost identically, so texts must also share 60% of their 3-word shingles
+# (headstart.modalities.text.SHINGLE_JACCARD).
 # A near duplicate must also be at most half as far as the 10th nearest item (Lowe's ratio
 # test): on 5,000 MNIST digits this drops half of the pairs of distinct, look-alike ones at
 # 0.97 (384 → 196) and keeps every planted copy that the threshold alone finds.
@@ -33,24 +32,6 @@ SURE_LEAK = 0.99
 # not. Measured on the 1,591 distinct silhouettes at 0.97: 100% of upscaled, JPEG q60 and q85
 # copies found, 81% of copies downscaled to 20 px; 34 distinct items (2.1%) have a neighbour
 # that close, alike 28-px shapes of one animal. Photos differ far more.
-MAX_SHINGLE_CHARS = 200_000
-
-
-def normalised_text_key(text: str) -> str:
-    """Case and whitespace do not make a different text."""
-    return hashlib.sha256(" ".join(text.lower().split()).encode("utf-8")).hexdigest()
-
-
-def shingles(text: str, n: int = 3) -> set[int]:
-    """Hashes of the text's overlapping ``n``-word windows (lower case, word characters only)."""
-    words = re.findall(r"\w+", text.lower()[:MAX_SHINGLE_CHARS])
-    if len(words) < n:
-        return {hash(tuple(words))}
-    return {hash(tuple(words[k:k + n])) for k in range(len(words) - n + 1)}
-
-
-def jaccard(a: set[int], b: set[int]) -> float:
-    return len(a & b) / len(a | b) if a or b else 1.0
 
 
 def exact_groups(ctx: AuditContext) -> list[list[int]]:
@@ -72,51 +53,50 @@ def neighbours(ctx: AuditContext) -> Neighbours:
 
 
 def near_pairs(ctx: AuditContext) -> list[tuple[int, int, float, str]]:
-    """Pairs ``(i, j, similarity, how)`` that are near duplicates but not byte-identical.
+    """Pairs ``(i, j, similarity, how)`` that are near duplicates but not byte-identical, found by
+    what the data's modality offers (:class:`~headstart.modalities.base.Modality`):
 
-    ``how`` is ``"normalised text"`` (same text up to case and whitespace; found without a
-    model), ``"pixel"`` (images whose thumbnails match: resized or re-encoded copies; found
-    without a model) or ``"embedding"`` (cosine similarity of the backbone's features ≥ the
-    threshold).
+    - equal :meth:`~headstart.modalities.base.Modality.near_key` (texts: the same up to case and
+      whitespace; found without a model), ``how`` = ``near_key_how`` (``"normalised text"``);
+    - close ``"fingerprint"`` vectors from :meth:`~headstart.modalities.base.Modality.inspect`
+      (images: 16×16 thumbnails, resized or re-encoded copies; found without a model, only with
+      ``ctx.pixel_search``), ``how`` = ``near_fingerprint_how`` (``"pixel"``);
+    - ``"embedding"``: cosine similarity of the backbone's features ≥ the threshold, kept when
+      :meth:`~headstart.modalities.base.Modality.same_content` agrees (texts: shared shingles).
     """
 
     def compute() -> list[tuple[int, int, float, str]]:
+        modality = get_modality(ctx.data.modality)
         hashes = ctx.data.item_hashes()
         found: dict[tuple[int, int], tuple[float, str]] = {}
-        if ctx.data.modality == "text":
-            by_key: dict[str, list[int]] = defaultdict(list)
-            for i, text in enumerate(ctx.data.items):
-                by_key[normalised_text_key(text)].append(i)
-            for group in by_key.values():
-                for a in range(len(group)):
-                    for b in range(a + 1, len(group)):
-                        i, j = group[a], group[b]
-                        if hashes[i] != hashes[j]:
-                            found[(i, j)] = (1.0, "normalised text")
-        if ctx.data.modality == "image" and ctx.pixel_search:
-            infos = image_info(ctx)
-            rows = np.array([i for i, info in enumerate(infos) if info.get("thumb") is not None], dtype=np.int64)
+        by_key: dict[str, list[int]] = defaultdict(list)
+        for i, item in enumerate(ctx.data.items):
+            key = modality.near_key(item)
+            if key is not None:
+                by_key[key].append(i)
+        for group in by_key.values():
+            for a in range(len(group)):
+                for b in range(a + 1, len(group)):
+                    i, j = group[a], group[b]
+                    if hashes[i] != hashes[j]:
+                        found[(i, j)] = (1.0, modality.near_key_how)
+        if ctx.pixel_search:
+            infos = item_info(ctx)
+            rows = np.array([i for i, info in enumerate(infos) if info.get("fingerprint") is not None],
+                            dtype=np.int64)
             if len(rows) > 1:
-                thumbs = np.stack([infos[i]["thumb"] for i in rows])
-                for r, q, sim in similar_pairs(nearest(thumbs, k=N_NEIGHBOURS, seed=ctx.seed), ctx.near_threshold,
+                prints = np.stack([infos[i]["fingerprint"] for i in rows])
+                for r, q, sim in similar_pairs(nearest(prints, k=N_NEIGHBOURS, seed=ctx.seed), ctx.near_threshold,
                                               NEAR_RATIO):
                     i, j = sorted((int(rows[r]), int(rows[q])))
-                    if hashes[i] != hashes[j]:
-                        found[(i, j)] = (sim, "pixel")
+                    if hashes[i] != hashes[j] and not ((i, j) in found and found[(i, j)][0] >= sim):
+                        found[(i, j)] = (sim, modality.near_fingerprint_how)
         if ctx.features is not None:
-            text = ctx.data.modality == "text"
-            memo: dict[int, set[int]] = {}
-
-            def shingled(i: int) -> set[int]:
-                if i not in memo:
-                    memo[i] = shingles(str(ctx.data.items[i]))
-                return memo[i]
-
             for r, q, sim in similar_pairs(neighbours(ctx), ctx.near_threshold, NEAR_RATIO):
                 i, j = sorted((int(ctx.readable[r]), int(ctx.readable[q])))
                 if hashes[i] == hashes[j] or ((i, j) in found and found[(i, j)][0] >= sim):
                     continue
-                if text and jaccard(shingled(i), shingled(j)) < TEXT_SHINGLE_JACCARD:
+                if not modality.same_content(ctx.data.items[i], ctx.data.items[j]):
                     continue  # same opening, different content
                 found[(i, j)] = (sim, "embedding")
         return sorted(((i, j, s, how) for (i, j), (s, how) in found.items()), key=lambda t: (-t[2], t[0], t[1]))
@@ -150,12 +130,12 @@ def exact_duplicates(ctx: AuditContext) -> Outcome:
 @register("near-duplicates", "Near duplicates",
           "Items that are almost the same: texts equal up to case and whitespace; images whose 16×16 "
           "thumbnails (resized or re-encoded copies) or embeddings have a cosine similarity at or above "
-          f"the threshold (texts must also share {TEXT_SHINGLE_JACCARD:.0%} of their 3-word shingles).")
+          "the threshold (texts must also share 60% of their 3-word shingles).")
 def near_duplicates(ctx: AuditContext) -> Outcome:
     pairs = near_pairs(ctx)
-    partial = "" if ctx.features is not None else \
-        " (case/whitespace only: no backbone ran)" if ctx.data.modality == "text" else \
-        " (resized/re-encoded copies only: no backbone ran)"
+    without = get_modality(ctx.data.modality).near_without_backbone
+    partial = ("" if ctx.features is not None else f" ({without}: no backbone ran)" if without
+               else " (no backbone ran: nothing searched)")
     stats = {"threshold": ctx.near_threshold, "n_pairs": len(pairs)}
     if ctx.features is not None:
         stats["search"] = neighbours(ctx).method

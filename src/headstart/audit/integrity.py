@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from headstart.audit.base import AuditContext, Finding, Outcome, n_of, register
-from headstart.data.items import open_image
 from headstart.data.labels import is_placeholder
+from headstart.modalities import get_modality
 
 MIN_TEXT_CHARS = 3          # fewer word characters than this: a near-empty text
 SMALL_IMAGE_SIDE = 32       # upscaled from below this, an image carries little for a 224-px backbone
 LARGE_IMAGE_SIDE = 8192     # decoding and resizing above this costs more than it gives
 EXTREME_ASPECT = 5.0        # a centre crop of such an image drops most of it
-THUMB_SIDE = 16             # pixel near-duplicate search: 16×16 RGB thumbnails
 _WORD = re.compile(r"\w", re.UNICODE)
 
 
@@ -25,49 +22,23 @@ def _dropped(ctx: AuditContext, check: str) -> list[Finding]:
     return [Finding([], 1.0, p["detail"], [p["locator"]]) for p in ctx.problems if p["check"] == check]
 
 
-def thumbnail_vector(image: Image.Image) -> np.ndarray:
-    """The image as a THUMB_SIDE² RGB thumbnail (box filter), mean removed, unit length.
-
-    Resized or re-encoded copies keep a cosine similarity near 1 with their original (≥ 0.991 on
-    28-px silhouettes), where a backbone's features blur them with other items of the class.
-    """
-    small = image.convert("RGB").resize((THUMB_SIDE, THUMB_SIDE), Image.BOX)
-    v = np.asarray(small, dtype=np.float32).ravel()
-    v = v - v.mean()
-    norm = float(np.linalg.norm(v))
-    return v / norm if norm > 0 else v
-
-
-def image_info(ctx: AuditContext) -> list[dict[str, Any]]:
-    """Decode every image once: mode, size, a thumbnail vector, and the error if it cannot be decoded."""
+def item_info(ctx: AuditContext) -> list[dict[str, Any]]:
+    """Every item inspected once by its modality (:meth:`~headstart.modalities.base.Modality.inspect`):
+    ``{"error": None or why it cannot be read, ...}`` (images: mode, size, a thumbnail fingerprint)."""
 
     def compute() -> list[dict[str, Any]]:
-        infos = []
-        for item, loc in zip(ctx.data.items, ctx.data.locators):
-            info: dict[str, Any] = {"mode": None, "size": None, "error": None, "thumb": None}
-            try:
-                if isinstance(item, (str, Path)):
-                    with Image.open(item) as im:
-                        info["mode"], info["size"] = im.mode, im.size
-                elif isinstance(item, Image.Image):
-                    info["mode"], info["size"] = item.mode, item.size
-                elif isinstance(item, np.ndarray):
-                    info["mode"], info["size"] = f"array{item.shape}", (item.shape[1], item.shape[0])
-                image = open_image(item, loc)  # the full decode, exactly as training will do it
-                info["thumb"] = thumbnail_vector(image)
-            except Exception as e:  # any failure to decode is the finding itself
-                info["error"] = str(e).split(". ")[0]
-            infos.append(info)
-        return infos
+        modality = get_modality(ctx.data.modality)
+        return [modality.inspect(item, loc) for item, loc in zip(ctx.data.items, ctx.data.locators)]
 
-    return ctx.once("image_info", compute)
+    return ctx.once("item_info", compute)
 
 
 def readable(ctx: AuditContext) -> np.ndarray:
-    """Indices of items a backbone can read (all texts; images that decode)."""
-    if ctx.data.modality != "image":
+    """Indices of items a backbone can read: all of them, unless the modality reads files (then
+    those that its inspection could read)."""
+    if not get_modality(ctx.data.modality).reads_files:
         return np.arange(len(ctx.data))
-    return np.array([i for i, info in enumerate(image_info(ctx)) if info["error"] is None], dtype=np.int64)
+    return np.array([i for i, info in enumerate(item_info(ctx)) if info["error"] is None], dtype=np.int64)
 
 
 @register("missing-labels", "Missing labels",
@@ -95,24 +66,23 @@ def missing_labels(ctx: AuditContext) -> Outcome:
           "Image paths that do not exist and files that do not decode as images.")
 def unreadable_files(ctx: AuditContext) -> Outcome:
     found = _dropped(ctx, "unreadable-files")
-    if ctx.data.modality == "image":
+    reads_files = get_modality(ctx.data.modality).reads_files
+    if reads_files:
         found += [Finding([i], 1.0, f"cannot decode: {info['error']}")
-                  for i, info in enumerate(image_info(ctx)) if info["error"] is not None]
+                  for i, info in enumerate(item_info(ctx)) if info["error"] is not None]
     if not found:
-        return Outcome("ok", "every file is readable" if ctx.data.modality == "image" else "no file inputs")
+        return Outcome("ok", "every file is readable" if reads_files else "no file inputs")
     return Outcome("severe", f"{n_of(len(found), 'file')} missing or undecodable", found,
                    {"n_unreadable": len(found)},
                    "Replace or remove these files: training stops at the first one it cannot read.")
 
 
 @register("empty-texts", "Empty or near-empty texts",
-          f"Texts that are blank, or have fewer than {MIN_TEXT_CHARS} letters or digits.")
+          f"Texts that are blank, or have fewer than {MIN_TEXT_CHARS} letters or digits.", modalities=("text",))
 def empty_texts(ctx: AuditContext) -> Outcome:
     blank = _dropped(ctx, "empty-texts")
-    if ctx.data.modality != "text" and not blank:
-        return Outcome("skipped", "not text data")
     near = []
-    for i, text in enumerate(ctx.data.items if ctx.data.modality == "text" else []):
+    for i, text in enumerate(ctx.data.items):
         n_word = len(_WORD.findall(text))
         if n_word < MIN_TEXT_CHARS:
             near.append(Finding([i], float(MIN_TEXT_CHARS - n_word), f"only {n_word} letters/digits: {text.strip()[:40]!r}"))
@@ -127,11 +97,10 @@ def empty_texts(ctx: AuditContext) -> Outcome:
 
 
 @register("image-properties", "Image modes and sizes",
-          "Images in unusual modes (converted to RGB for the backbone) or of extreme size or shape.")
+          "Images in unusual modes (converted to RGB for the backbone) or of extreme size or shape.",
+          modalities=("image",))
 def image_properties(ctx: AuditContext) -> Outcome:
-    if ctx.data.modality != "image":
-        return Outcome("skipped", "not image data")
-    infos = image_info(ctx)
+    infos = item_info(ctx)
     modes: dict[str, int] = {}
     flagged: list[tuple[int, dict[str, str]]] = []
     sides = []

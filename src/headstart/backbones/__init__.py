@@ -3,7 +3,6 @@
 from headstart.backbones import embedded, tiny  # noqa: F401  (register the built-in names)
 from headstart.backbones.base import Backbone, BackboneSpec, LayerGroup, move_to
 from headstart.backbones.registry import (
-    DEFAULT_BACKBONES,
     BackboneInfo,
     create_backbone,
     get_info,
@@ -12,7 +11,6 @@ from headstart.backbones.registry import (
 )
 
 __all__ = [
-    "DEFAULT_BACKBONES",
     "Backbone",
     "BackboneInfo",
     "BackboneSpec",

@@ -54,10 +54,6 @@ class BackboneInfo:
         }
 
 
-# The backbone ``fit`` uses when none is named, per modality. It lives here, beside the names it
-# refers to, so that ranking and audit can read it without importing the estimator.
-DEFAULT_BACKBONES = {"text": "minilm", "image": "efficientnet_lite0"}
-
 _REGISTRY: dict[str, BackboneInfo] = {}
 _ALIASES: dict[str, str] = {}
 
@@ -74,7 +70,27 @@ def register(info: BackboneInfo) -> BackboneInfo:
 
 
 def get_info(name: str) -> BackboneInfo | None:
-    return _REGISTRY.get(_ALIASES.get(name, name))
+    """The registered backbone (by name or alias); modality plugins are loaded first when it is unknown,
+    since a plugin registers its own backbones."""
+    found = _REGISTRY.get(_ALIASES.get(name, name))
+    if found is None:
+        _plugin_backbones()
+        found = _REGISTRY.get(_ALIASES.get(name, name))
+    return found
+
+
+_PLUGINS_ASKED: set[str] = set()
+
+
+def _plugin_backbones() -> None:
+    """Let every modality plugin register its backbones (once each): a plugin registers them from
+    ``Modality.register_backbones``, not on import, so that importing it stays torch-free."""
+    from headstart.modalities import modalities
+
+    for modality in modalities():
+        if modality.name not in _PLUGINS_ASKED:
+            _PLUGINS_ASKED.add(modality.name)
+            modality.register_backbones()
 
 
 def list_backbones(pattern: str = "*", *, include_test: bool = False) -> list[BackboneInfo]:
@@ -84,6 +100,7 @@ def list_backbones(pattern: str = "*", *, include_test: bool = False) -> list[Ba
         >>> [b.name for b in list_backbones("efficientnet*")]  # doctest: +SKIP
         ['efficientnet_lite0', 'efficientnet_lite1', 'efficientnet_lite2']
     """
+    _plugin_backbones()
     out = []
     for info in _REGISTRY.values():
         if info.for_tests and not include_test:

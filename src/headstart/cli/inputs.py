@@ -1,15 +1,16 @@
-"""What `headstart predict` reads: image files and folders, tables, text files, or stdin."""
+"""What `headstart predict` reads: tables, the model's modality's files and folders, or stdin."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
-from headstart.data import Dataset, collect_image_paths, load_table
+from headstart.data import Dataset, load_table
 from headstart.data.dataset import concat
 from headstart.data.tables import is_table
-from headstart.data.text_files import decode_lines, read_text_lines
+from headstart.data.text_files import decode_lines
 from headstart.errors import DataError
+from headstart.modalities import get_modality
 
 
 def _stdin_lines() -> list[tuple[int, str]]:
@@ -21,11 +22,6 @@ def _stdin_lines() -> list[tuple[int, str]]:
     return decode_lines(raw, "<stdin>")
 
 
-def _text_lines(source: str, numbered: list[tuple[int, str]]) -> Dataset:
-    return Dataset(items=[text for _, text in numbered], labels=None, modality="text",
-                   locators=[f"{source} line {n}" for n, _ in numbered], source=source)
-
-
 def read_inputs(
     inputs: list[str],
     modality: str,
@@ -33,34 +29,26 @@ def read_inputs(
     text_col: str | None = None,
     image_col: str | None = None,
 ) -> Dataset:
-    """Unlabeled items from the command line's inputs, in the order given."""
+    """Unlabeled items from the command line's inputs, in the order given: tables, files and folders
+    the model's modality reads (text files: one text per line; image files, folders of them), or
+    ``-`` for stdin (texts: one per line; images: one path per line)."""
+    kind = get_modality(modality)
     parts: list[Dataset] = []
     for raw in inputs:
         if raw == "-":
-            lines = _stdin_lines()
-            if modality == "text":
-                parts.append(_text_lines("<stdin>", lines))
-            else:
-                paths = collect_image_paths([line for _, line in lines])
-                parts.append(Dataset(items=paths, labels=None, modality="image",
-                                     locators=[str(p) for p in paths], source="<stdin>"))
+            items, locators = kind.from_lines(_stdin_lines(), "<stdin>")
+            parts.append(Dataset(items=items, labels=None, modality=modality, locators=locators, source="<stdin>"))
             continue
         path = Path(raw)
         if path.is_file() and is_table(path):
             table = load_table(path, text_col=text_col, image_col=image_col, label_col=None, require_labels=False)
             if table.modality != modality:
                 raise DataError(f"{path} holds {table.modality} but the model takes {modality}; "
-                                f"pass --{'text' if modality == 'text' else 'image'}-col.")
+                                f"pass {kind.table_option} NAME.")
             parts.append(table)
-        elif modality == "text":
-            if not path.is_file():
-                raise DataError(f"{path} is not a file; for a text model give a table, a text file "
-                                "(one text per line) or '-' for stdin.")
-            parts.append(_text_lines(str(path), read_text_lines(path)))
         else:
-            paths = collect_image_paths([path])
-            parts.append(Dataset(items=paths, labels=None, modality="image",
-                                 locators=[str(p) for p in paths], source=str(path)))
+            items, locators = kind.read_input(path)
+            parts.append(Dataset(items=items, labels=None, modality=modality, locators=locators, source=str(path)))
     parts = [p for p in parts if len(p)]
     if not parts:
         raise DataError("the inputs hold no items to predict.")

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from headstart.data.dataset import SPLITS, Dataset
-from headstart.data.images import collect_image_paths, load_image_folder
+from headstart.data.images import collect_files, load_folder, load_image_folder
 from headstart.data.memory import from_memory, infer_modality
 from headstart.data.splits import assign_splits, check_classes, check_split_classes
 from headstart.data.tables import TABLE_SUFFIXES, is_table, load_table
@@ -19,10 +19,11 @@ __all__ = [
     "assign_splits",
     "check_classes",
     "check_split_classes",
-    "collect_image_paths",
+    "collect_files",
     "from_memory",
     "infer_modality",
     "load_data",
+    "load_folder",
     "load_image_folder",
     "load_table",
 ]
@@ -35,6 +36,7 @@ def load_data(
     image_col: str | None = None,
     label_col: str | None = "label",
     split_col: str | None = None,
+    columns: Mapping[str, str] | None = None,
     slice_cols: Sequence[str] = (),
     optional_slice_cols: Sequence[str] = (),
     require_labels: bool = True,
@@ -43,7 +45,7 @@ def load_data(
     time_col: str | None = None,
     problems: list[dict[str, Any]] | None = None,
 ) -> Dataset:
-    """Load labeled data from a folder of class sub-folders or a table.
+    """Load labeled data from a folder of class sub-folders (of image files, or any modality's) or a table.
 
     Example:
         >>> ds = load_data("emails.jsonl", text_col="text", label_col="label")  # doctest: +SKIP
@@ -58,12 +60,12 @@ def load_data(
     """
     p = Path(path)
     if p.is_dir():
-        if text_col or image_col or split_col or slice_cols or extra_cols or group_col or time_col:
+        if text_col or image_col or columns or split_col or slice_cols or extra_cols or group_col or time_col:
             raise DataError(
-                f"{p} is a folder of images; --text-col/--image-col/--split-col/--slice-col (and "
+                f"{p} is a folder of class sub-folders; --text-col/--image-col/--split-col/--slice-col (and "
                 "--group-col/--time-col) apply to tables only."
             )
-        return load_image_folder(p)
+        return load_folder(p)
     if not p.exists():
         raise DataError(f"{p} does not exist. Give a folder of class sub-folders or a table file.")
     if is_table(p):
@@ -71,6 +73,7 @@ def load_data(
             p,
             text_col=text_col,
             image_col=image_col,
+            columns=columns,
             label_col=label_col,
             split_col=split_col,
             slice_cols=slice_cols,

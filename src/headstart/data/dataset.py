@@ -7,7 +7,6 @@ import json
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,9 +23,10 @@ class Dataset:
 
     Attributes:
         items: one entry per example: a ``str`` (text), a ``Path`` to an image file,
-            or an image as a ``numpy`` array / ``PIL.Image``.
+            an image as a ``numpy`` array / ``PIL.Image``, or what a modality plugin reads.
         labels: one label per item, or ``None`` for unlabeled data.
-        modality: ``"text"`` or ``"image"``.
+        modality: the name of the items' modality (``"text"``, ``"image"``, a plugin's):
+            :func:`headstart.modalities.get_modality` answers everything that depends on it.
         splits: ``"train"`` / ``"val"`` / ``"test"`` per item, or ``None`` when the
             source has no split (see :func:`headstart.data.splits.assign_splits`).
         slices: extra per-item columns to report metrics on (name -> values).
@@ -181,14 +181,3 @@ def concat(first: Dataset, *others: Dataset) -> Dataset:
         groups=[g for d in parts for g in d.groups] if all(d.groups is not None for d in parts) else None,
         times=[t for d in parts for t in d.times] if all(d.times is not None for d in parts) else None,
     )
-
-
-def describe_path(item: Any) -> str:
-    """Short text for an item in messages and prediction tables."""
-    if isinstance(item, Path):
-        return str(item)
-    if isinstance(item, str):
-        text = " ".join(item.split())
-        return text if len(text) <= 60 else text[:57] + "..."
-    shape = getattr(item, "shape", None) or getattr(item, "size", None)
-    return f"<{type(item).__name__} {shape}>"

@@ -5,7 +5,7 @@ still normalises, pre-tokenises and tokenises the whole text first: 64 texts of 
 cost seconds and a gigabyte. :func:`cut_long_texts` hands the tokenizer a prefix instead, one
 that provably tokenises to the same first ``max_length`` tokens. The torch backbone
 (:mod:`headstart.backbones.text`) and the torch-free ONNX engine
-(:mod:`headstart.serving.preprocessing`) both call it, so training, ``predict`` and ``serve``
+(:mod:`headstart.modalities.text`) both call it, so training, ``predict`` and ``serve``
 agree token for token.
 
 Why the cut is safe (the argument the tests check on tiny-bert and MiniLM):

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from headstart.data.dataset import Dataset
-from headstart.data.items import is_valid_text
 from headstart.data.labels import normalize_labels, plain_label, warn_placeholders
 from headstart.data.splits import normalize_split_name
 from headstart.errors import DataError
@@ -18,8 +17,6 @@ if TYPE_CHECKING:
     import pandas as pd
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".ndjson", ".json", ".parquet", ".pq")
-_IMAGE_COLUMN_GUESSES = ("image", "image_path", "path", "file", "filepath", "filename")
-_TEXT_COLUMN_GUESSES = ("text", "sentence", "content", "body", "document")
 
 
 def is_table(path: Path) -> bool:
@@ -103,7 +100,7 @@ def _is_utf8(data: bytes) -> bool:
     return True
 
 
-def _missing(value: Any) -> bool:
+def missing(value: Any) -> bool:
     """None, NaN, pandas' NA/NaT, or a blank string."""
     if isinstance(value, str):
         return not value.strip()
@@ -116,7 +113,7 @@ def _missing(value: Any) -> bool:
     return bool(pd.api.types.is_scalar(value) and pd.isna(value))
 
 
-def _is_file(path: Path) -> bool:
+def is_file(path: Path) -> bool:
     """``path.is_file()``, False for names the OS refuses (too long, NUL bytes) instead of raising."""
     try:
         return path.is_file()
@@ -130,7 +127,7 @@ def _require_column(df: pd.DataFrame, column: str, path: Path, option: str) -> N
         raise DataError(f"{path}: no column {column!r} (columns present: {present}). Pass {option} NAME.")
 
 
-def _rows(indices: Sequence[int], limit: int = 5) -> str:
+def rows_text(indices: Sequence[int], limit: int = 5) -> str:
     shown = ", ".join(str(i + 1) for i in indices[:limit])
     more = f" and {len(indices) - limit} more" if len(indices) > limit else ""
     return f"row{'s' if len(indices) > 1 else ''} {shown}{more}"
@@ -150,8 +147,9 @@ def load_table(
     group_col: str | None = None,
     time_col: str | None = None,
     problems: list[dict[str, Any]] | None = None,
+    columns: Mapping[str, str] | None = None,
 ) -> Dataset:
-    """Load a table of texts or image paths.
+    """Load a table of items (texts, image paths, any modality's column) and labels.
 
     Args:
         path: a ``.csv``, ``.tsv``, ``.jsonl``, ``.json`` or ``.parquet`` file.
@@ -168,12 +166,16 @@ def load_table(
             by :func:`~headstart.data.splits.assign_splits` keep each group in one split.
         time_col: column of timestamps, kept as ``Dataset.times``: ``assign_splits`` then
             evaluates on items newer than every training item.
+        columns: the items' column for any modality, ``{modality: column}`` (one entry);
+            ``text_col=`` / ``image_col=`` are short for ``{"text": ...}`` / ``{"image": ...}``.
         problems: when a list is given, rows with no label, an empty text or a missing image
             file are dropped and described here (``row``, ``check``, ``locator``, ``detail``)
             instead of raising: the audit reports them all at once.
 
     Rows are numbered from 1 in messages (the first data row is row 1).
     """
+    from headstart.modalities import get_modality
+
     p = Path(path)
     df = read_table(p)
     if len(df) == 0:
@@ -183,36 +185,23 @@ def load_table(
     if repeated:
         raise DataError(f"{p}: more than one column is named {', '.join(map(repr, repeated))}. Rename them so "
                         "each column name is used once.")
-    if text_col is None and image_col is None:
-        text_col = next((c for c in _TEXT_COLUMN_GUESSES if c in df.columns), None)
-        if text_col is None:
-            image_col = next((c for c in _IMAGE_COLUMN_GUESSES if c in df.columns), None)
-        if text_col is None and image_col is None:
-            raise DataError(
-                f"{p}: cannot tell which column holds the inputs (columns present: "
-                f"{', '.join(df.columns)}). Pass --text-col NAME for texts or --image-col NAME "
-                "for image paths."
-            )
-    if text_col is not None:
-        _require_column(df, text_col, p, "--text-col")
-    if image_col is not None:
-        _require_column(df, image_col, p, "--image-col")
+    modality, column = _item_column(df, p, text_col, image_col, columns)
     locators = [f"{p} row {i + 1}" for i in range(len(df))]
 
     labels = None
     if label_col is not None and (require_labels or label_col in df.columns):
         _require_column(df, label_col, p, "--label-col")
         raw = df[label_col].tolist()
-        unlabeled = [i for i, v in enumerate(raw) if _missing(v)]
+        unlabeled = [i for i, v in enumerate(raw) if missing(v)]
         if unlabeled and problems is not None:
             problems.extend({"row": i, "check": "missing-labels", "locator": locators[i],
                              "detail": f"no label in column {label_col!r}"} for i in unlabeled)
         elif unlabeled:
             raise DataError(
-                f"{p}: {_rows(unlabeled)} {'have' if len(unlabeled) > 1 else 'has'} no label in column "
+                f"{p}: {rows_text(unlabeled)} {'have' if len(unlabeled) > 1 else 'has'} no label in column "
                 f"{label_col!r}. Label them or drop them (run `headstart audit` to list them all)."
             )
-        labels = normalize_labels([None if _missing(v) else v for v in raw], locators, str(p))
+        labels = normalize_labels([None if missing(v) else v for v in raw], locators, str(p))
         warn_placeholders(labels, locators, str(p))
 
     dropped = {pr["row"] for pr in problems} if problems is not None else set()
@@ -224,36 +213,7 @@ def load_table(
                         for i in rows if i not in dropped)
         dropped.update(rows)
 
-    if text_col is not None:
-        modality = "text"
-        items: list[Any] = df[text_col].tolist()
-        bad = [i for i, v in enumerate(items) if _missing(v) or not isinstance(v, str)]
-        if bad:
-            reject(bad, "empty-texts", f"column {text_col!r} is empty or not text",
-                   f"{p}: {_rows(bad)} of column {text_col!r} {'are' if len(bad) > 1 else 'is'} empty or "
-                   "not text. Fill them in or drop those rows.")
-        broken = [i for i, v in enumerate(items) if i not in bad and not is_valid_text(v)]
-        if broken:
-            reject(broken, "empty-texts", f"column {text_col!r} holds an invalid character (a lone surrogate)",
-                   f"{p}: {_rows(broken)} of column {text_col!r} hold{'' if len(broken) > 1 else 's'} a lone "
-                   "UTF-16 surrogate (such as a \\ud800 escape in JSON), which is not a character. Fix or drop "
-                   "those rows.")
-    else:
-        modality = "image"
-        raw_paths = df[image_col].tolist()
-        bad = [i for i, v in enumerate(raw_paths)
-               if _missing(v) or not isinstance(v, (str, int, float)) or not is_valid_text(str(v))]
-        if bad:
-            reject(bad, "unreadable-files", f"no image path in column {image_col!r}",
-                   f"{p}: {_rows(bad)} of column {image_col!r} have no image path (empty, or not a file "
-                   "name). Give each row the path of its image file, relative to the table's folder.")
-        items = [None if i in bad else Path(str(plain_label(v))) if Path(str(plain_label(v))).is_absolute()
-                 else p.parent / str(plain_label(v)) for i, v in enumerate(raw_paths)]
-        absent = [i for i, v in enumerate(items) if v is not None and not _is_file(v)]
-        if absent:
-            reject(absent, "unreadable-files", "image file not found",
-                   f"{p}: {_rows(absent)}: image file not found ({items[absent[0]]}). Paths are read "
-                   f"relative to {p.parent}.")
+    items = get_modality(modality).from_column(df[column].tolist(), p, column, reject)
 
     splits = None
     if split_col is not None:
@@ -263,21 +223,47 @@ def load_table(
     wanted = list(slice_cols) + [c for c in optional_slice_cols if c in df.columns and c not in slice_cols]
     for col in wanted:
         _require_column(df, col, p, "--slice-col")
-        slices[col] = ["(missing)" if _missing(v) else _cell(v) for v in df[col].tolist()]
+        slices[col] = ["(missing)" if missing(v) else _cell(v) for v in df[col].tolist()]
     for col, option in (extra_cols or {}).items():
         if col not in slices:
             _require_column(df, col, p, option)
-            slices[col] = [None if _missing(v) else _cell(v) for v in df[col].tolist()]
+            slices[col] = [None if missing(v) else _cell(v) for v in df[col].tolist()]
     columns = {}
     for name, col, option in (("groups", group_col, "--group-col"), ("times", time_col, "--time-col")):
         if col is not None:
             _require_column(df, col, p, option)
-            columns[name] = [None if _missing(v) else _cell(v) for v in df[col].tolist()]
+            columns[name] = [None if missing(v) else _cell(v) for v in df[col].tolist()]
     dataset = Dataset(items=items, labels=labels, modality=modality, splits=splits, slices=slices,
                       locators=locators, source=str(p), **columns)
     if dropped:
         return dataset.subset([i for i in range(len(df)) if i not in dropped])
     return dataset
+
+
+def _item_column(df: pd.DataFrame, path: Path, text_col: str | None, image_col: str | None,
+                 columns: Mapping[str, str] | None) -> tuple[str, str]:
+    """(modality, column) of the items: the one named, else the first column a modality guesses."""
+    from headstart.modalities import get_modality, modalities
+
+    named = dict(columns or {})
+    for name, col in (("text", text_col), ("image", image_col)):
+        if col is not None:
+            named[name] = col
+    if len(named) > 1:
+        raise DataError(f"{path}: items come from one column; got {', '.join(f'{m} column {c!r}' for m, c in named.items())}."
+                        " Name only one.")
+    if named:
+        modality, column = next(iter(named.items()))
+        _require_column(df, column, path, get_modality(modality).table_option)
+        return modality, column
+    known = modalities()
+    for m in known:
+        guess = next((c for c in m.column_guesses if c in df.columns), None)
+        if guess is not None:
+            return m.name, guess
+    options = " or ".join(f"{m.table_option} NAME for {m.plural}" for m in known)
+    raise DataError(f"{path}: cannot tell which column holds the inputs (columns present: {', '.join(df.columns)}). "
+                    f"Pass {options}.")
 
 
 def _cell(value: Any) -> Any:

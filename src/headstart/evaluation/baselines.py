@@ -1,13 +1,15 @@
 """What transfer has to beat, trained on the same labels and scored on the same test items.
 
 - ``trivial``: always the most frequent training class (probabilities: the class priors).
-- ``classic``: the standard model for the modality without pretraining: TF-IDF (words and word
-  pairs) + logistic regression for text; logistic regression on 32×32 grey pixels for images.
+- ``classic``: the standard model for the modality without pretraining, by its
+  ``classic_recipe``: TF-IDF (words and word pairs) + logistic regression on its
+  ``classic_inputs`` (texts), or the linear probe on the vectors they are (images: 32×32 grey
+  pixels).
 - ``random-features``: the *same* backbone with randomly initialised weights, under the *same*
   linear probe (the cheap check from the literature: how much of the probe's accuracy comes
   from pretraining, and how much from the architecture alone).
 - ``scratch``: the same architecture, randomly initialised, trained end to end (every layer at
-  one learning rate, early stopping on a held-out part) within a time budget.
+  the modality's ``scratch_lr``, early stopping on a held-out part) within a time budget.
 
 Every baseline returns test-set probabilities with columns in the transfer model's class order.
 """
@@ -25,13 +27,12 @@ import torch
 
 from headstart.backbones.base import Backbone
 from headstart.data.dataset import Dataset
-from headstart.data.items import open_image
+from headstart.errors import ConfigError
 from headstart.features import embed_batches
+from headstart.modalities import get_modality
 from headstart.strategies.linear_probe import DEFAULT_CS, choose_C, fit_probe
 
 logger = logging.getLogger(__name__)
-
-PIXELS = 32
 
 
 @dataclass
@@ -60,38 +61,37 @@ def trivial(train: Dataset, test: Dataset, classes: list[Any]) -> Baseline:
                     fit_seconds=time.perf_counter() - started, note="the most frequent training class")
 
 
-def pixels(data: Dataset, size: int = PIXELS) -> np.ndarray:
-    """Grey-level pixels of each image, ``size``×``size``, in [0, 1], one row per image."""
-    rows = []
-    for item, locator in zip(data.items, data.locators):
-        img = open_image(item, locator).convert("L").resize((size, size))
-        rows.append(np.asarray(img, dtype=np.float32).ravel() / 255.0)
-    return np.stack(rows)
+CLASSIC_RECIPES = ("tfidf", "dense")
 
 
 def classic(train: Dataset, test: Dataset, classes: list[Any], seed: int = 0) -> Baseline:
-    """TF-IDF + logistic regression (text) or pixel logistic regression (images), C cross-validated."""
+    """The modality's classic model without pretraining (its ``classic_recipe``), C cross-validated:
+    TF-IDF + logistic regression on the strings its ``classic_inputs`` gives (``"tfidf"``), or the
+    linear probe on the 2-D array they are (``"dense"``)."""
     started = time.perf_counter()
     y = _targets(train, classes)
-    if train.modality == "text":
+    modality = get_modality(train.modality)
+    if modality.classic_recipe == "tfidf":
         from sklearn.feature_extraction.text import TfidfVectorizer
         from sklearn.linear_model import LogisticRegression
 
         vectorizer = TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2), min_df=1, max_features=200_000)
-        x_train = vectorizer.fit_transform([str(t) for t in train.items])
+        x_train = vectorizer.fit_transform(modality.classic_inputs(train.items, train.locators))
         C, details = choose_C(x_train, y, C=None, Cs=[*DEFAULT_CS, 1000.0], cv=5, class_weight=None,
                               max_iter=2000, seed=seed)
         model = LogisticRegression(C=C, max_iter=2000).fit(x_train, y)
-        proba = _full_proba(model.predict_proba(vectorizer.transform([str(t) for t in test.items])),
+        proba = _full_proba(model.predict_proba(vectorizer.transform(modality.classic_inputs(test.items, test.locators))),
                             model.classes_, len(classes))
-        name, note = "classic: TF-IDF + logistic regression", f"word 1-2 grams, C={C:g} (cross-validated)"
-    else:
-        head, details = fit_probe(pixels(train), y, seed=seed)
-        proba = head.predict_proba(pixels(test))
+    elif modality.classic_recipe == "dense":
+        x_train = np.asarray(modality.classic_inputs(train.items, train.locators), dtype=np.float32)
+        head, details = fit_probe(x_train, y, seed=seed)
+        proba = head.predict_proba(np.asarray(modality.classic_inputs(test.items, test.locators), dtype=np.float32))
         C = details["C"]
-        name, note = "classic: logistic regression on pixels", f"{PIXELS}×{PIXELS} grey, C={C:g} (cross-validated)"
-    return Baseline(name=name, kind="classic", proba=proba, fit_seconds=time.perf_counter() - started, note=note,
-                    details={"C": C})
+    else:
+        raise ConfigError(f"the {modality.name} modality's classic_recipe is {modality.classic_recipe!r}; "
+                          f"set it to one of {', '.join(CLASSIC_RECIPES)} in {type(modality).__qualname__}.")
+    return Baseline(name=modality.classic_name, kind="classic", proba=proba, fit_seconds=time.perf_counter() - started,
+                    note=f"{modality.classic_note}, C={C:g} (cross-validated)", details={"C": C})
 
 
 def _full_proba(proba: np.ndarray, present: np.ndarray, n_classes: int) -> np.ndarray:
@@ -144,7 +144,7 @@ def scratch(backbone: Backbone, train: Dataset, test: Dataset, classes: list[Any
     started = time.perf_counter()
     device = device or torch.device("cpu")
     net = reinitialised(backbone, seed)
-    lr = 1e-3 if backbone.spec.modality == "image" else 3e-4
+    lr = get_modality(backbone.spec.modality).scratch_lr
     strategy = create_strategy("full", epochs=epochs, lr=lr, layer_decay=1.0, patience=5, warmup=0.05)
 
     def embed(ds: Dataset) -> np.ndarray:

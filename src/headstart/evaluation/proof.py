@@ -7,8 +7,6 @@ transfer model learned from (train + validation) and are scored on the same held
 
 from __future__ import annotations
 
-import base64
-import io
 import logging
 import math
 import time
@@ -19,11 +17,11 @@ import numpy as np
 import torch
 
 from headstart.data.dataset import Dataset, concat
-from headstart.data.items import open_image
 from headstart.evaluation import baselines as B
 from headstart.evaluation.metrics import SUMMARY_KEYS, classification_metrics, slice_metrics
 from headstart.evaluation.verdict import verdict
 from headstart.features import embed_batches, extract_features, resolve_device
+from headstart.modalities import get_modality
 from headstart.strategies.linear_probe import fit_probe
 
 logger = logging.getLogger(__name__)
@@ -223,23 +221,10 @@ def mistakes(test: Dataset, proba: np.ndarray, classes: list[Any], limit: int = 
     pred = proba.argmax(1)
     wrong = np.flatnonzero(pred != y)
     wrong = wrong[np.argsort(-proba[wrong, pred[wrong]], kind="stable")][:limit]
-    return [{"preview": preview(test.items[i], test.locators[i], test.modality), "true": str(classes[y[i]]),
+    modality = get_modality(test.modality)
+    return [{"preview": modality.preview(test.items[i], test.locators[i]), "true": str(classes[y[i]]),
              "predicted": str(classes[pred[i]]), "confidence": float(proba[i, pred[i]]),
              "locator": test.locators[i] or f"item {i}"} for i in wrong]
-
-
-def preview(item: Any, locator: str, modality: str) -> dict[str, Any]:
-    if modality == "text":
-        text = str(item)
-        return {"kind": "text", "text": text[:300] + ("…" if len(text) > 300 else "")}
-    try:
-        img = open_image(item, locator)
-    except Exception as e:  # a preview must never break the report
-        return {"kind": "none", "error": str(e)}
-    img.thumbnail((128, 128))
-    buffer = io.BytesIO()
-    img.save(buffer, format="PNG")
-    return {"kind": "image", "data_uri": "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()}
 
 
 def latency(clf: Any, test: Dataset, device: torch.device, n_single: int = 24, n_batch: int = 96) -> dict[str, Any]:

@@ -5,7 +5,7 @@ probabilities, columns in ``engine.classes`` order, whichever runtime runs under
 
 - ``torch``: the bundle loaded with :func:`headstart.load` (any bundle).
 - ``onnx``: ``model.onnx`` written by ``headstart export`` on onnxruntime, with preprocessing
-  replayed by :mod:`headstart.serving.preprocessing`.
+  replayed by the bundle's modality (:meth:`headstart.modalities.base.Modality.preprocessor`).
 - ``onnx-int8``: the dynamically quantized ``model.int8.onnx`` (``export --quantize int8``).
 - ``auto``: ``onnx`` when the bundle has been exported, else ``torch``.
 
@@ -32,8 +32,8 @@ import numpy as np
 
 from headstart.bundle import read_manifest
 from headstart.errors import BundleError, ConfigError, DataError
+from headstart.modalities import get_modality
 from headstart.serving.engine_names import ENGINES
-from headstart.serving.preprocessing import build_preprocessor, check_texts, decode_image
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ class Engine:
 
     Attributes:
         name: ``"torch"``, ``"onnx"`` or ``"onnx-int8"``.
-        modality: ``"text"`` or ``"image"``.
+        modality: the bundle's modality name (``"text"``, ``"image"`` or a plugin's).
         classes: the labels, in the order of ``predict_proba``'s columns (JSON-plain values).
         metadata: labels, backbone, strategy, test metrics, verdict, bundle path, engine, created.
         batch_size: items per forward pass.
@@ -59,6 +59,7 @@ class Engine:
         self.folder = folder
         self.batch_size = int(batch_size)
         self.modality = str(manifest["modality"])
+        self._items = get_modality(self.modality)  # what the items are: checked, ordered, decoded by it
         self.classes = list(manifest["labels"])
         self.metadata = engine_metadata(folder, manifest, self.name)
 
@@ -66,25 +67,21 @@ class Engine:
         """Class probabilities, shape ``(len(items), len(classes))``, rows in input order.
 
         Items are texts (``str``) for a text bundle; for an image bundle file paths, PIL
-        images, arrays or encoded PNG/JPEG bytes. A bad item raises :class:`DataError`
-        naming its index.
+        images, arrays or encoded PNG/JPEG bytes; for a plugin modality what it reads. A bad
+        item raises :class:`DataError` naming its index.
         """
         if isinstance(items, (str, bytes)):
             raise DataError("items must be a list; wrap a single item: [item].")
         items = list(items)
-        if self.modality == "text":
-            check_texts(items)
-            # Similar lengths batch together: less padding, same results.
-            order = sorted(range(len(items)), key=lambda i: len(items[i]))
-        else:
-            order = list(range(len(items)))
+        kind = self._items
+        kind.check_items(items)
+        # Items with close sort keys batch together (texts by length: less padding, same results);
+        # the sort is stable, so equal keys (images: all 0) keep their input order.
+        order = sorted(range(len(items)), key=lambda i: kind.sort_key(items[i]))
         out = np.zeros((len(items), len(self.classes)), dtype=np.float64)
         for start in range(0, len(order), self.batch_size):
             idx = order[start:start + self.batch_size]
-            batch = [items[i] for i in idx]
-            if self.modality == "image":
-                batch = [decode_image(item, i) for item, i in zip(batch, idx)]
-            out[idx] = self._predict_batch(batch)
+            out[idx] = self._predict_batch([kind.decode(items[i], i) for i in idx])
         return out
 
     def predict(self, items: Sequence[Any]) -> list[Any]:
@@ -142,12 +139,25 @@ class OnnxEngine(Engine):
         providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
         self.session = ort.InferenceSession(str(folder / entry["file"]), options, providers=providers)
         self.input_names = [i.name for i in self.session.get_inputs()]
-        self.preprocess = build_preprocessor(manifest["onnx"]["preprocessing"], folder)
+        self.preprocess = _preprocessor(manifest["onnx"]["preprocessing"], folder)
 
     def _predict_batch(self, batch: list[Any]) -> np.ndarray:
         feeds = self.preprocess(batch)
         proba = self.session.run([OUTPUT], {name: feeds[name] for name in self.input_names})[0]
         return proba.astype(np.float64)
+
+
+def _preprocessor(description: dict[str, Any], folder: Path) -> Any:
+    """The export's preprocessing replayed by the modality it names (``description["kind"]``)."""
+    kind = description.get("kind")
+    try:
+        modality = get_modality(kind) if isinstance(kind, str) else None
+    except ConfigError as e:  # a plugin's bundle where that plugin is not installed
+        raise BundleError(f"{folder}: unknown preprocessing kind {kind!r} in the ONNX entry ({e}); install the "
+                          "plugin of that modality, or re-export the bundle.") from e
+    if modality is None:
+        raise BundleError(f"{folder}: unknown preprocessing kind {kind!r} in the ONNX entry; re-export the bundle.")
+    return modality.preprocessor(description, folder)
 
 
 def onnx_entry(folder: Path, manifest: dict[str, Any], *, quantized: bool) -> dict[str, Any]:

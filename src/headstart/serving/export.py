@@ -2,10 +2,11 @@
 
 The graph is the bundle's fitted backbone (fine-tuned weights, LoRA already merged at fit
 time) + the linear head (with its feature standardisation) + softmax, from preprocessed
-tensors to probabilities, with a dynamic batch axis (and a dynamic sequence axis for text).
-What cannot live in the graph (image decoding, resize, crop and normalisation; tokenisation)
-is described in the manifest and replayed by the ONNX engine
-(:mod:`headstart.serving.preprocessing`).
+tensors to probabilities, with a dynamic batch axis (and the modality's other dynamic axes, such
+as the sequence of a text). What cannot live in the graph (image decoding, resize, crop and
+normalisation; tokenisation) is described in the manifest by the modality
+(:meth:`headstart.modalities.base.Modality.export_inputs`) and replayed by the ONNX engine
+(:meth:`headstart.modalities.base.Modality.preprocessor`).
 
 After exporting, both engines predict the same real items and the export fails, leaving the
 bundle untouched, when any probability differs by more than :data:`PARITY_TOLERANCE`. The
@@ -35,14 +36,14 @@ import torch
 from torch import nn
 
 from headstart.atomic import atomic_folder
-from headstart.bundle import read_manifest
+from headstart.bundle import fit_split_settings, read_manifest, recreate_fit_split
 from headstart.classifier import load_bundle
-from headstart.data import Dataset, assign_splits, load_data
+from headstart.data import Dataset, load_data
 from headstart.errors import BundleError, ConfigError, DataError
 from headstart.manifest import file_sha256, write_manifest
+from headstart.modalities import get_modality
 from headstart.provenance import utc_now
 from headstart.serving.engine import OUTPUT, Engine, OnnxEngine, TorchEngine
-from headstart.serving.preprocessing import TEXT_INPUTS, decode_image, describe_image, describe_text
 
 logger = logging.getLogger(__name__)
 
@@ -50,10 +51,7 @@ PARITY_TOLERANCE = 1e-4
 QUANTIZE = ("int8",)
 ONNX_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
-TOKENIZER_FILE = "tokenizer.json"
-# Split shares `headstart fit` used before bundles recorded them (its defaults).
-DEFAULT_FRACTIONS = {"val_fraction": 0.1, "test_fraction": 0.2}
-CALIBRATION_ITEMS = 128  # images that calibrate static int8 activation ranges
+CALIBRATION_ITEMS = 128  # items that calibrate static int8 activation ranges (images)
 
 
 class InferenceGraph(nn.Module):
@@ -64,10 +62,10 @@ class InferenceGraph(nn.Module):
         self.backbone = backbone
         self.head = head
         self.input_names = input_names
-        self.image = backbone.spec.modality == "image"
+        self.modality = get_modality(backbone.spec.modality)  # packs the named inputs as the backbone takes them
 
     def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
-        batch = tensors[0] if self.image else dict(zip(self.input_names, tensors))
+        batch = self.modality.pack(dict(zip(self.input_names, tensors)))
         return torch.softmax(self.head(self.backbone.forward_features(batch)), dim=1)
 
 
@@ -117,13 +115,19 @@ def _export_into(tmp: Path, manifest: dict[str, Any], torch_engine: TorchEngine,
     """Export, check parity, quantize and rewrite the manifest, all inside the copy ``tmp``."""
     items = _spread(dataset, parity_items)
     reference = torch_engine.predict_proba(items)
+    previous = manifest.get("onnx") or {}
     entry = _export_graph(torch_engine.classifier, tmp, items[:2], opset)
-    for stale in (ONNX_FILE, INT8_FILE, TOKENIZER_FILE):
-        manifest["files"].pop(stale, None)
-    if not quantize:
-        (tmp / INT8_FILE).unlink(missing_ok=True)
+    written = entry["preprocessing_files"]
+    # Files of an earlier export that this one does not write again are forgotten and deleted
+    # (only names the verified manifest lists: never a path from elsewhere).
+    stale = [name for name in previous.get("preprocessing_files") or []
+             if name in manifest["files"] and name not in written] + ([] if quantize else [INT8_FILE])
+    for name in (ONNX_FILE, INT8_FILE, *stale):
+        manifest["files"].pop(name, None)
+    for name in stale:
+        (tmp / name).unlink(missing_ok=True)
     manifest["onnx"] = entry
-    _list_files(manifest, tmp, [ONNX_FILE] + ([TOKENIZER_FILE] if (tmp / TOKENIZER_FILE).is_file() else []))
+    _list_files(manifest, tmp, [ONNX_FILE, *written])
     entry.update(manifest["files"][ONNX_FILE])
     onnx_engine = OnnxEngine(tmp, manifest, batch_size=5)  # odd size: the last batch is ragged
     parity = entry["parity"] = _parity(reference, onnx_engine.predict_proba(items), len(items), note)
@@ -150,33 +154,30 @@ def _export_into(tmp: Path, manifest: dict[str, Any], torch_engine: TorchEngine,
 
 # ------------------------------------------------------------------ the graph
 def _export_graph(clf: Any, folder: Path, example: list[Any], opset: int | None) -> dict[str, Any]:
-    """Write ``model.onnx`` (+ ``tokenizer.json``) into ``folder``; return the manifest entry."""
+    """Write ``model.onnx`` (+ the files its preprocessing reads, e.g. ``tokenizer.json``) into
+    ``folder``; return the manifest entry."""
     import onnx
 
     backbone, head = clf.backbone_.to("cpu").eval(), clf.head_.to("cpu").eval()
-    modality = backbone.spec.modality
-    # The torch path's own preprocessing of real items: the example inputs, and (for text) the
-    # tokenizer state that describe_text records.
-    if modality == "image":
-        batch = {"pixel_values": backbone.preprocess([decode_image(item, i) for i, item in enumerate(example)])}
-        preprocessing = describe_image(backbone.transform)
-        axes = {"pixel_values": {0: "batch"}}
-    else:
-        encoded = backbone.preprocess(list(example))
-        batch = {k: v for k, v in encoded.items() if k in TEXT_INPUTS}
-        preprocessing = describe_text(backbone.tokenizer, list(batch), file=TOKENIZER_FILE)
-        backbone.tokenizer.backend_tokenizer.save(str(folder / TOKENIZER_FILE))
-        axes = {k: {0: "batch", 1: "sequence"} for k in batch}
+    modality = get_modality(backbone.spec.modality)
+    # The torch path's own preprocessing of real items: the example inputs, and its description.
+    inputs = modality.export_inputs(backbone, list(example), folder)
+    batch, axes = inputs.batch, inputs.axes
+    missing = [name for name in inputs.files if not (folder / name).is_file()]
+    if missing:
+        raise BundleError(f"the {modality.name} modality's export names {', '.join(missing)} among the files its "
+                          "preprocessing reads but did not write them; fix its export_inputs.")
     names = list(batch)
     graph = InferenceGraph(backbone, head, names).eval()
     dims = {"batch": torch.export.Dim("batch", min=1, max=1 << 16)}
-    if modality == "text":
-        dims["sequence"] = torch.export.Dim("sequence", min=1, max=int(backbone.max_length))
+    for label in sorted({label for name in names for label in axes[name].values()} - {"batch"}):
+        most = inputs.limits.get(label)  # the sequence of a text: the backbone's max_length
+        dims[label] = torch.export.Dim(label, min=1, max=int(most) if most else None)
     shapes = tuple({axis: dims[label] for axis, label in axes[name].items()} for name in names)
     path = folder / ONNX_FILE
     chatter = io.StringIO()
     # dynamo=True (torch.export + onnxscript) writes one self-contained file (external_data=False: a
-    # bundle holds no .data side files); the batch (and sequence) axes stay symbolic.
+    # bundle holds no .data side files); the batch (and other dynamic) axes stay symbolic.
     with torch.no_grad(), warnings.catch_warnings(record=True) as caught, contextlib.redirect_stdout(chatter):
         warnings.simplefilter("always")
         try:
@@ -200,7 +201,8 @@ def _export_graph(clf: Any, folder: Path, example: list[Any], opset: int | None)
                     "shape": [axes[n].get(i, int(s)) for i, s in enumerate(batch[n].shape)]} for n in names],
         "output": {"name": OUTPUT, "dtype": "float32", "shape": ["batch", int(head.n_classes)],
                    "meaning": "softmax probabilities, columns in the manifest's label order"},
-        "preprocessing": preprocessing,
+        "preprocessing": inputs.preprocessing,
+        "preprocessing_files": list(inputs.files),
     }
 
 
@@ -240,6 +242,7 @@ def _real_data(folder: Path, manifest: dict[str, Any], data: str | Path | None) 
     options: dict[str, Any] = {}
     if not source.is_dir():
         options = {"text_col": loader.get("text_col"), "image_col": loader.get("image_col"),
+                   "columns": loader.get("columns") or None,
                    "split_col": loader.get("split_col"), "group_col": loader.get("group_col"),
                    "time_col": loader.get("time_col"), "require_labels": False}
     dataset = load_data(source, label_col=loader.get("label_col") or "label", **options)
@@ -250,10 +253,10 @@ def _real_data(folder: Path, manifest: dict[str, Any], data: str | Path | None) 
 
 
 def _spread(dataset: Dataset, n: int) -> list[Any]:
-    """``n`` items spread over the data (texts: over their lengths, so the longest, truncated one is in)."""
-    order = list(range(len(dataset)))
-    if dataset.modality == "text":
-        order.sort(key=lambda i: len(dataset.items[i]))
+    """``n`` items spread over the data in its modality's sort order (texts: over their lengths, so the
+    longest, truncated one is in; images: in order, the sort is stable)."""
+    modality = get_modality(dataset.modality)
+    order = sorted(range(len(dataset)), key=lambda i: modality.sort_key(dataset.items[i]))
     picks = sorted({order[round(float(j))] for j in np.linspace(0, len(order) - 1, min(n, len(order)))})
     return [dataset.items[i] for i in picks]
 
@@ -272,21 +275,17 @@ def _held_out(manifest: dict[str, Any], dataset: Dataset, note: str) -> tuple[Da
         if same:
             return None, f"the fit had no held-out test split ({note})"
         return dataset, f"all {len(dataset)} items of {note} (it has no test split)"
-    loader = manifest.get("loader") or {}
-    fractions = {k: loader.get(k, v) for k, v in DEFAULT_FRACTIONS.items()}
-    with contextlib.suppress(DataError):
-        assign_splits(dataset, seed=int(manifest.get("seed") or 0), **fractions)
-        if dataset.fingerprint() == fingerprint:
-            test = dataset.split("test")
-            if not len(test):
-                return None, f"the fit had no held-out test split ({note})"
-            defaults = "" if "test_fraction" in loader else " (fit's defaults: bundle predates recording them)"
-            return test, (f"the fit's held-out test split of {note}, re-created ({len(test)} items; seed "
-                          f"{manifest.get('seed')}, val {fractions['val_fraction']}, test "
-                          f"{fractions['test_fraction']}{defaults}; fingerprint matches)")
-    dataset.splits = None
-    return dataset, (f"all {len(dataset)} items of {note} (not the data the bundle was fitted on, or split "
-                     "differently: fingerprints differ, so its held-out split cannot be re-created)")
+    try:
+        test = recreate_fit_split(dataset, manifest).split("test")
+    except DataError:
+        return dataset, (f"all {len(dataset)} items of {note} (not the data the bundle was fitted on, or split "
+                         "differently: fingerprints differ, so its held-out split cannot be re-created)")
+    if not len(test):
+        return None, f"the fit had no held-out test split ({note})"
+    split = fit_split_settings(manifest)
+    defaults = "" if split["recorded"] else " (fit's defaults: bundle predates recording them)"
+    return test, (f"the fit's held-out test split of {note}, re-created ({len(test)} items; seed {split['seed']}, "
+                  f"val {split['val_fraction']}, test {split['test_fraction']}{defaults}; fingerprint matches)")
 
 
 def _parity(reference: np.ndarray, onnx: np.ndarray, n: int, note: str) -> dict[str, Any]:
@@ -319,11 +318,12 @@ def _quantize(folder: Path, manifest: dict[str, Any], dataset: Dataset, note: st
     from headstart.serving.quantize import quantize_dynamic_int8, quantize_static_int8
 
     test, where = _held_out(manifest, dataset, note)
-    if manifest["modality"] == "image":
-        # Calibrate on training items only (the fit's train split when it was re-created).
+    modality = get_modality(manifest["modality"])
+    if modality.quantization == "static":
+        # Calibrate activation ranges on training items only (the fit's train split when it was re-created).
         pool = dataset.split("train") if dataset.splits is not None else dataset
         items = _spread(pool, CALIBRATION_ITEMS)
-        feeds = [fp32.preprocess([decode_image(item, i) for i, item in enumerate(items[k:k + 16], k)])
+        feeds = [fp32.preprocess([modality.decode(item, i) for i, item in enumerate(items[k:k + 16], k)])
                  for k in range(0, len(items), 16)]
         method = quantize_static_int8(folder / ONNX_FILE, folder / INT8_FILE, feeds)
     else:

@@ -9,7 +9,13 @@ answer a documented status, every error the documented shape.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from headstart.modalities import get_modality, modalities
+
+if TYPE_CHECKING:
+    from headstart.modalities.base import Modality
+    from headstart.serving.limits import Limits
 
 # Error codes by status: what ``{"error": {"code": ...}}`` can hold.
 ERROR_CODES: dict[int, tuple[str, ...]] = {
@@ -32,11 +38,6 @@ ERROR_MEANINGS = {
     500: "The service failed; the message holds the request id, the details are in the server log.",
     503: "The worker is at its connection cap with every connection busy (sent by the server); retry.",
 }
-# Python's str.isspace() characters, spelled for any regex engine: a text needs one character
-# outside them, exactly the service's own "empty text" rule (text.strip()).
-NOT_ONLY_WHITESPACE = (r"[^\t\n\u000b\u000c\r\u001c-\u001f \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029"
-                       r"\u202f\u205f\u3000]")
-IMAGE_TYPES = "image/png, image/jpeg, image/gif, image/bmp, image/tiff, image/webp"
 
 
 def error_schema(status: int) -> dict[str, Any]:
@@ -52,22 +53,35 @@ def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
                      "content": {"application/json": {"schema": error_schema(status)}}} for status in statuses}
 
 
-def predict_request_body(modality: str, *, max_batch: int, max_text_chars: int) -> dict[str, Any]:
-    """The ``requestBody`` of ``POST /predict`` for a text or image model."""
-    if modality == "text":
-        item = {"type": "string", "minLength": 1, "maxLength": max_text_chars, "pattern": NOT_ONLY_WHITESPACE,
-                "description": "A text to classify (not only whitespace)."}
-        return {"required": True, "content": {"application/json": {
-            "schema": _items_object("texts", item, max_batch),
-            "example": {"texts": ["WIN a FREE cruise, reply now", "lunch at noon?"]}}}}
-    image = {"type": "string", "minLength": 1, "format": "byte", "contentEncoding": "base64",
-             "contentMediaType": "image/*",
-             "description": "Image file bytes (PNG, JPEG, GIF, BMP, TIFF or WebP), base64-encoded; a data URL is fine."}
-    upload = {"type": "string", "format": "binary", "contentMediaType": "application/octet-stream"}
-    return {"required": True, "content": {
-        "application/json": {"schema": _items_object("images", image, max_batch)},
-        "multipart/form-data": {"schema": _items_object("files", upload, max_batch),
-                                "encoding": {"files": {"contentType": IMAGE_TYPES}}}}}
+def predict_request_body(modality: Modality | str, limits: Limits) -> dict[str, Any]:
+    """The ``requestBody`` of ``POST /predict`` for a model of this modality (an object or its name):
+    a JSON object holding the modality's items, and file uploads when the modality takes them."""
+    if isinstance(modality, str):
+        modality = get_modality(modality)
+    json_body: dict[str, Any] = {"schema": _items_object(modality.plural, modality.item_schema(limits), limits.max_batch)}
+    example = modality.request_example()
+    if _accepted(modality, example, limits):  # a placeholder such as "<base64 PNG/JPEG>" is no example
+        json_body["example"] = example
+    content = {"application/json": json_body}
+    if modality.multipart:
+        upload = {"type": "string", "format": "binary", "contentMediaType": "application/octet-stream"}
+        # The media types of the uploads (images: PNG, JPEG...); a modality may name them.
+        types = modality.upload_types
+        content["multipart/form-data"] = {"schema": _items_object("files", upload, limits.max_batch),
+                                          "encoding": {"files": {"contentType": types}}}
+    return {"required": True, "content": content}
+
+
+def _accepted(modality: Modality, example: dict[str, Any], limits: Limits) -> bool:
+    """Whether the service would read every item of the example body."""
+    from headstart.errors import RequestError
+
+    try:
+        for i, value in enumerate(example.get(modality.plural) or []):
+            modality.read_json_item(value, f"{modality.plural}[{i}]", limits)
+    except RequestError:
+        return False
+    return True
 
 
 def _items_object(field: str, item: dict[str, Any], max_batch: int) -> dict[str, Any]:
@@ -97,7 +111,7 @@ def health_responses() -> dict[int | str, dict[str, Any]]:
 
 def metadata_responses() -> dict[int | str, dict[str, Any]]:
     answer = {"type": "object", "required": ["labels", "modality", "engine", "limits"], "properties": {
-        "labels": {"type": "array"}, "modality": {"enum": ["text", "image"]}, "engine": {"type": "string"},
+        "labels": {"type": "array"}, "modality": {"enum": [m.name for m in modalities()]}, "engine": {"type": "string"},
         "limits": {"type": "object", "description": "Every limit the service enforces.",
                    "additionalProperties": {"type": ["number", "object", "null"]}}}}
     return {200: {"description": "The model (labels, backbone, metrics, verdict) and the service's limits.",

@@ -2,22 +2,24 @@
 soon as it is known to be too large (before it is read in full, whatever ``Content-Length``
 says), then its items checked one by one, each error naming the field or item and the fix.
 
-Texts come out checked; images come out as raw bytes, decoded later a batch at a time
-(:mod:`headstart.serving.service`).
+The JSON field is the modality's plural (``texts``, ``images``...) and each item is read by the
+modality (:meth:`headstart.modalities.base.Modality.read_json_item`): texts come out checked,
+images as raw bytes, decoded later a batch at a time (:mod:`headstart.serving.service`).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 from contextlib import aclosing
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from headstart.errors import RequestError
+from headstart.modalities import modalities
+from headstart.modalities.text import json_type
 from headstart.serving.limits import Limits
 
-_JSON_TYPES = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", int: "a number",
-               float: "a number", type(None): "null"}
+if TYPE_CHECKING:
+    from headstart.modalities.base import Modality
 
 
 class ApiError(Exception):
@@ -28,17 +30,18 @@ class ApiError(Exception):
         self.status, self.code, self.message = status, code, message
 
 
-async def read_items(request: Any, modality: str, limits: Limits) -> tuple[str, list[Any]]:
-    """The request's field name and items: texts (checked) or raw image bytes (not yet decoded)."""
+async def read_items(request: Any, modality: Modality, limits: Limits) -> tuple[str, list[Any]]:
+    """The request's field name and items, as the modality reads them (texts checked, images as raw
+    bytes not yet decoded)."""
     mime = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if mime == "application/json" or mime.endswith("+json"):
         items = _json_items(await _read_body(request, limits.max_body_bytes), modality, limits)
-        return ("texts" if modality == "text" else "images"), items
-    if mime == "multipart/form-data" and modality == "image":
+        return modality.plural, items
+    if mime == "multipart/form-data" and modality.multipart:
         body = await _read_body(request, limits.max_body_bytes)
         return "files", await _multipart_items(request.headers, body, limits)
-    accepted = ("application/json, or multipart/form-data with one `files` part per image" if modality == "image"
-                else 'application/json with {"texts": [...]}')
+    accepted = (f"application/json, or multipart/form-data with one `files` part per {modality.name}"
+                if modality.multipart else f'application/json with {{"{modality.plural}": [...]}}')
     raise ApiError(415, "unsupported_media_type", f"Content-Type {mime or '(none)'} is not accepted; send {accepted}.")
 
 
@@ -68,17 +71,19 @@ def _body_too_large(limit: int, size: int | None) -> ApiError:
                     "split the items over several requests (or shrink the images).")
 
 
-def _json_items(body: bytes, modality: str, limits: Limits) -> list[Any]:
-    field, other = ("texts", "images") if modality == "text" else ("images", "texts")
-    example = '{"texts": ["first text", "second text"]}' if modality == "text" else '{"images": ["<base64 PNG/JPEG>"]}'
+def _json_items(body: bytes, modality: Modality, limits: Limits) -> list[Any]:
+    field, example = modality.plural, json.dumps(modality.request_example())
     try:
         payload = json.loads(body)
     except (ValueError, RecursionError) as e:  # UnicodeDecodeError is a ValueError; RecursionError: [[[[...
         raise ApiError(400, "invalid_json", f"the body is not valid JSON ({e}); send e.g. {example}.") from e
     if not isinstance(payload, dict):
-        raise ApiError(422, "invalid_body", f"the body must be a JSON object like {example}, not {_json_type(payload)}.")
-    if other in payload:
-        raise ApiError(422, "wrong_field", f"this model classifies {modality}s, so it takes {field!r}, not "
+        raise ApiError(422, "invalid_body", f"the body must be a JSON object like {example}, not {json_type(payload)}.")
+    # Another modality's field (images sent to a text model): say which field this model takes.
+    others = {m.plural for m in modalities()} - {field}
+    other = next((key for key in payload if key in others), None)
+    if other is not None:
+        raise ApiError(422, "wrong_field", f"this model classifies {modality.plural}, so it takes {field!r}, not "
                        f"{other!r}: send {example}. GET /metadata describes the model.")
     unknown = sorted(set(payload) - {field})
     if unknown:
@@ -88,15 +93,12 @@ def _json_items(body: bytes, modality: str, limits: Limits) -> list[Any]:
         raise ApiError(422, "missing_field", f"the body has no {field!r} field; send {example}.")
     items = payload[field]
     if not isinstance(items, list):
-        raise ApiError(422, "invalid_field", f"{field!r} must be an array, not {_json_type(items)}: send {example}.")
+        raise ApiError(422, "invalid_field", f"{field!r} must be an array, not {json_type(items)}: send {example}.")
     _check_batch(len(items), field, limits)
-    if modality == "text":
-        return _check_texts(items, limits)
-    return [_b64decode(value, f"images[{i}]") for i, value in enumerate(items)]
-
-
-def _json_type(value: Any) -> str:
-    return _JSON_TYPES.get(type(value), type(value).__name__)
+    try:
+        return [modality.read_json_item(value, f"{field}[{i}]", limits) for i, value in enumerate(items)]
+    except RequestError as e:
+        raise ApiError(e.status, e.code, e.message) from e
 
 
 def _check_batch(n: int, field: str, limits: Limits) -> None:
@@ -105,42 +107,6 @@ def _check_batch(n: int, field: str, limits: Limits) -> None:
     if n > limits.max_batch:
         raise ApiError(413, "batch_too_large", f"{n} items in {field!r}; at most {limits.max_batch} per request. "
                        "Split them over several requests.")
-
-
-def _check_texts(items: list[Any], limits: Limits) -> list[str]:
-    for i, text in enumerate(items):
-        if not isinstance(text, str):
-            raise ApiError(422, "invalid_item", f"texts[{i}] is {_json_type(text)}; every item must be a string.")
-        if not text.strip():
-            raise ApiError(422, "empty_text", f"texts[{i}] is empty or only whitespace; remove it or send its text.")
-        if len(text) > limits.max_text_chars:
-            raise ApiError(413, "text_too_long", f"texts[{i}] has {len(text)} characters; at most "
-                           f"{limits.max_text_chars} per text. Truncate it (the model reads only the start anyway).")
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError as e:  # JSON allows "\ud800"; tokenizers do not
-            raise ApiError(422, "invalid_text", f"texts[{i}] holds an unpaired surrogate ({e.object[e.start]!r} at "
-                           f"character {e.start}); send valid Unicode.") from e
-    return items
-
-
-def _b64decode(value: Any, where: str) -> bytes:
-    if not isinstance(value, str):
-        raise ApiError(422, "invalid_item", f"{where} is {_json_type(value)}; every image must be a base64 string.")
-    data = value
-    if data.startswith("data:"):  # a data URL: data:image/png;base64,....
-        head, _, data = data.partition(",")
-        if not head.endswith(";base64"):
-            raise ApiError(422, "invalid_base64", f"{where} is a data URL without ';base64'; send base64 image bytes.")
-    data = "".join(data.split())  # line-wrapped base64 (MIME style) is fine
-    try:
-        raw = base64.b64decode(data, altchars=b"-_" if ("-" in data or "_" in data) else None, validate=True)
-    except (binascii.Error, ValueError) as e:
-        raise ApiError(422, "invalid_base64", f"{where} is not valid base64 ({e}); send the image file's bytes "
-                       "base64-encoded, e.g. `base64 -w0 cat.png`.") from e
-    if not raw:
-        raise ApiError(422, "invalid_image", f"{where} is empty; send the image file's bytes base64-encoded.")
-    return raw
 
 
 async def _multipart_items(headers: Any, body: bytes, limits: Limits) -> list[bytes]:

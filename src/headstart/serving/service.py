@@ -3,7 +3,8 @@
 Endpoints:
 
 - ``POST /predict``: ``{"texts": [...]}`` for a text bundle; ``{"images": ["<base64>", ...]}`` or
-  ``multipart/form-data`` with one ``files`` part per image for an image bundle. Answers
+  ``multipart/form-data`` with one ``files`` part per image for an image bundle; for a plugin
+  modality its ``plural`` (:mod:`headstart.modalities`), each item read by the modality. Answers
   ``{"predictions": [{"label", "confidence", "probabilities": {label: p}}, ...], "engine", "model"}``
   in input order.
 - ``GET /health``: ``{"status": "ok", "engine", "uptime_s"}``.
@@ -30,9 +31,10 @@ The server itself (:mod:`headstart.serving.connections`) answers 408 to a reques
 body do not arrive in time and 503 when a worker's connection cap is reached with every
 connection busy. ``GET /openapi.json`` describes all of it (:mod:`headstart.serving.openapi`).
 
-Images are decoded and predicted in small batches (at most ``max_image_pixels`` decoded pixels
-at a time), never all of a request's images at once, so a request's memory is bounded by the
-body limit plus one batch, whatever the images decode to.
+The modality batches the items (:meth:`headstart.modalities.base.Modality.serve_batches`): images
+are decoded and predicted in small batches (at most ``max_image_pixels`` decoded pixels at a
+time), never all of a request's images at once, so a request's memory is bounded by the body
+limit plus one batch, whatever the images decode to.
 
 Each request is logged as one JSON line on stderr (method, path, status, duration_ms, n_items,
 client, request_id, pid) and answered with an ``X-Request-ID`` header. Predictions run in worker
@@ -62,15 +64,16 @@ import re
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager, suppress
+from collections.abc import Sequence
+from contextlib import asynccontextmanager, suppress
 from dataclasses import asdict
 from functools import partial
 from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any, Protocol
 
-from headstart.errors import ConfigError, DataError, HeadstartError
+from headstart.errors import ConfigError, DataError, HeadstartError, RequestError
 from headstart.jsonable import jsonable
+from headstart.modalities import get_modality
 from headstart.serving.limits import (
     DEFAULT_MAX_BATCH,
     DEFAULT_MAX_BODY_BYTES,
@@ -86,10 +89,12 @@ if TYPE_CHECKING:
     import numpy as np
     from fastapi import FastAPI
 
+    from headstart.modalities.base import Modality
+
 logger = logging.getLogger(__name__)
 access_logger = logging.getLogger("headstart.serving.access")
 
-IMAGE_BATCH = 16  # most images decoded at once, when the engine does not say its batch size
+SERVE_BATCH = 16  # most items decoded at once (images), when the engine does not say its batch size
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter (malloc.h)
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 STARTUP_FAILURE = 3  # uvicorn's exit code for a worker that never served: its supervisor gives up
@@ -117,7 +122,7 @@ class Engine(Protocol):
     """What the service needs from an engine (see :func:`headstart.serving.engine.load_engine`)."""
 
     name: str
-    modality: str  # "text" or "image"
+    modality: str  # a registered modality's name ("text", "image" or a plugin's)
     classes: list[Any]  # labels, in the order of the probability columns
     metadata: dict[str, Any]
 
@@ -150,8 +155,7 @@ def create_app(engine: Engine, *, max_batch: int = DEFAULT_MAX_BATCH, max_body_b
 
     limits = Limits(max_batch=max_batch, max_body_bytes=max_body_bytes, max_text_chars=max_text_chars,
                     max_image_pixels=max_image_pixels, max_request_pixels=max_request_pixels, threads=threads)
-    if engine.modality not in ("text", "image"):
-        raise ConfigError(f"engine {engine.name!r} has modality {engine.modality!r}; the service serves 'text' or 'image'.")
+    modality = _served_modality(engine)
     metadata = _public_metadata(_plain(dict(engine.metadata)))
     counts = {"requests": 0}
 
@@ -168,11 +172,24 @@ def create_app(engine: Engine, *, max_batch: int = DEFAULT_MAX_BATCH, max_body_b
     _add_error_handlers(app)
     public_limits = {**{k: v for k, v in asdict(limits).items() if k != "threads"},
                      **({"connections": dict(connections)} if connections else {})}
-    _add_routes(app, engine, limits, metadata, public_limits)
+    _add_routes(app, engine, modality, limits, metadata, public_limits)
     return app
 
 
-def _add_routes(app: "FastAPI", engine: Engine, limits: Limits, metadata: dict[str, Any],
+def _served_modality(engine: Engine) -> "Modality":
+    """The engine's modality, if it is a known one that the service can read (items in a JSON field)."""
+    try:
+        modality = get_modality(engine.modality)
+    except ConfigError as e:
+        raise ConfigError(f"engine {engine.name!r} has modality {engine.modality!r}, which the service cannot "
+                          f"read: {e}") from e
+    if not modality.plural:
+        raise ConfigError(f"engine {engine.name!r} has modality {engine.modality!r}, which names no request "
+                          "field (its `plural`); the service cannot read its items.")
+    return modality
+
+
+def _add_routes(app: "FastAPI", engine: Engine, modality: "Modality", limits: Limits, metadata: dict[str, Any],
                 public_limits: dict[str, Any]) -> None:
     import anyio
     from fastapi import Request
@@ -194,16 +211,16 @@ def _add_routes(app: "FastAPI", engine: Engine, limits: Limits, metadata: dict[s
         return JSONResponse({**metadata, "engine": engine.name, "modality": engine.modality, "limits": public_limits})
 
     # The handler reads the raw body itself (size enforced while it streams in); its schema is declared.
-    body = openapi.predict_request_body(engine.modality, max_batch=limits.max_batch, max_text_chars=limits.max_text_chars)
+    body = openapi.predict_request_body(modality, limits)
 
     @app.post("/predict", response_class=JSONResponse, responses=openapi.predict_responses(labels),
               openapi_extra={"requestBody": body})
     async def predict(request: Request) -> JSONResponse:
-        field, items = await read_items(request, engine.modality, limits)
+        field, items = await read_items(request, modality, limits)
         request.state.n_items = len(items)
         if not limiter:
             limiter.append(anyio.CapacityLimiter(limits.threads))
-        work = partial(_predict_batch, engine, field, items, limits)
+        work = partial(_predict_batch, engine, modality, field, items, limits)
         proba = await anyio.to_thread.run_sync(work, limiter=limiter[0])
         return JSONResponse({"predictions": _predictions(proba, labels), "engine": engine.name, "model": model})
 
@@ -292,24 +309,26 @@ class AccessLogMiddleware:
 
 
 # ------------------------------------------------------------------------------- predicting
-def _predict_batch(engine: Engine, field: str, items: list[Any], limits: Limits) -> "np.ndarray":
-    """Run the engine (decoding images a few at a time); in a worker thread, off the event loop."""
+def _predict_batch(engine: Engine, modality: "Modality", field: str, items: list[Any],
+                   limits: Limits) -> "np.ndarray":
+    """Run the engine on the batches the modality makes (images: decoded a few at a time, within the
+    pixel budget; texts: all at once); in a worker thread, off the event loop."""
     import numpy as np
 
-    if engine.modality == "text":
-        return _run_engine(engine, items)
-    pixels = [_image_pixels(raw, f"{field}[{i}]", limits) for i, raw in enumerate(items)]
-    if sum(pixels) > limits.max_request_pixels:
-        raise ApiError(413, "too_many_pixels", f"the {len(items)} images in {field!r} hold {sum(pixels)} pixels "
-                       f"together; at most {limits.max_request_pixels} per request. Send fewer images per request, "
-                       "or downscale them.")
-    most = int(getattr(engine, "batch_size", IMAGE_BATCH))
-    rows = []
-    for chunk in _image_batches(pixels, budget=limits.max_image_pixels, most=most):
-        images = [_decode_image(items[i], f"{field}[{i}]", limits) for i in chunk]
-        rows.append(_run_engine(engine, images))
-        del images  # decoded pixels live one batch at a time
-    return np.concatenate(rows)
+    most = int(getattr(engine, "batch_size", SERVE_BATCH))
+    rows = np.zeros((len(items), len(engine.classes)), dtype=np.float64)
+    done = np.zeros(len(items), dtype=bool)
+    try:
+        for indices, batch in modality.serve_batches(items, field, limits, most):
+            rows[indices] = _run_engine(engine, batch)
+            done[indices] = True
+            del batch  # decoded items live one batch at a time
+    except RequestError as e:  # an item the modality refuses (too large, undecodable)
+        raise ApiError(e.status, e.code, e.message) from e
+    if not done.all():
+        raise RuntimeError(f"the {modality.name} modality's serve_batches left items "
+                           f"{np.flatnonzero(~done)[:5].tolist()} out")
+    return rows
 
 
 def _run_engine(engine: Engine, items: list[Any]) -> "np.ndarray":
@@ -323,52 +342,6 @@ def _run_engine(engine: Engine, items: list[Any]) -> "np.ndarray":
         raise RuntimeError(f"engine {engine.name!r} returned probabilities of shape {proba.shape} for "
                            f"{len(items)} items and {len(engine.classes)} classes")
     return proba
-
-
-def _image_batches(pixels: list[int], *, budget: int, most: int) -> list[list[int]]:
-    """Consecutive item indices, grouped so that a group holds at most ``most`` images and at most
-    ``budget`` pixels (or is one image)."""
-    batches: list[list[int]] = []
-    current: list[int] = []
-    held = 0
-    for i, n in enumerate(pixels):
-        if current and (len(current) >= most or held + n > budget):
-            batches.append(current)
-            current, held = [], 0
-        current.append(i)
-        held += n
-    return [*batches, current] if current else batches
-
-
-def _image_pixels(raw: bytes, where: str, limits: Limits) -> int:
-    """Width × height from the image's header (format and size checked, no pixel decoded)."""
-    from headstart.serving.preprocessing import open_encoded_image
-
-    with _image_errors():
-        opened = open_encoded_image(raw, where, max_pixels=limits.max_image_pixels)
-    width, height = opened.size
-    opened.close()
-    return width * height
-
-
-def _decode_image(raw: bytes, where: str, limits: Limits) -> Any:
-    from headstart.serving.preprocessing import decode_image_bytes
-
-    with _image_errors():
-        return decode_image_bytes(raw, where, max_pixels=limits.max_image_pixels)
-
-
-@contextmanager
-def _image_errors() -> Iterator[None]:
-    """The shared image decoder's errors as the service's answers: 413 too large, 422 undecodable."""
-    from headstart.errors import ImageTooLargeError
-
-    try:
-        yield
-    except ImageTooLargeError as e:
-        raise ApiError(413, "image_too_large", str(e)) from e
-    except DataError as e:
-        raise ApiError(422, "invalid_image", str(e)) from e
 
 
 def _predictions(proba: "np.ndarray", labels: list[Any]) -> list[dict[str, Any]]:

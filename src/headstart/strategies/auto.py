@@ -4,7 +4,8 @@
 2. Candidates chosen from the data (examples per class, modality), the backbone's size and the
    device, in order of how likely they are to beat the probe (the order follows
    ``benchmarks/strategies.py``: on two CPU cores the probe beat every fine-tuning recipe on
-   60 images per class, and pair training beat it on few-shot text):
+   60 images per class, and pair training beat it on few-shot text). Each modality proposes its
+   own (:meth:`headstart.modalities.base.Modality.auto_candidates`); the built-in ones:
    - text, up to 64 examples per class: ``contrastive`` (SetFit-style pairs); ``lora`` too on a GPU;
    - text, more: ``lora`` then ``partial``;
    - images: ``partial`` (top 2 groups); ``lora`` too from 100 images per class or on a GPU,
@@ -39,6 +40,7 @@ from headstart.backbones.base import Backbone, move_to
 from headstart.data.dataset import Dataset, concat
 from headstart.errors import ConfigError
 from headstart.features import embed_batches
+from headstart.modalities import get_modality
 from headstart.strategies.base import (
     STRATEGIES,
     FitContext,
@@ -71,24 +73,14 @@ def parse_budget(budget: str | float | int | None) -> float:
 
 
 def candidates(modality: str, per_class: float, device: torch.device) -> list[tuple[str, dict[str, Any], str]]:
-    """(strategy, parameters, reason) in the order they are tried."""
-    gpu = device.type == "cuda"
-    if modality == "text":
-        if per_class <= 64:
-            picks = [("contrastive", {}, f"{per_class:.0f} examples per class: training on pairs of examples "
-                                         "multiplies the signal of few examples (SetFit)")]
-            if gpu:
-                picks.append(("lora", {"epochs": 8}, "a GPU makes adapting the encoder affordable too"))
-            return picks
-        return [("lora", {"epochs": 6}, f"{per_class:.0f} examples per class: enough to adapt the encoder "
-                                        "with low-rank adapters"),
-                ("partial", {"unfreeze": 2, "epochs": 6}, "top layers adapt, lower layers stay general")]
-    picks = [("partial", {"unfreeze": 2, "epochs": 4}, "top layer groups adapt to the new images; the "
-                                                       "generic lower layers stay frozen (safe with few images)")]
-    if per_class >= 100 or gpu:
-        picks.append(("lora", {"epochs": 8}, "adapters on every layer, few trainable weights"))
-    if gpu:
-        picks.append(("full", {"epochs": 10}, "a GPU makes full fine-tuning affordable"))
+    """(strategy, parameters, reason) in the order they are tried: the modality's
+    :meth:`~headstart.modalities.base.Modality.auto_candidates`, checked against the registry."""
+    picks = get_modality(modality).auto_candidates(per_class, device.type == "cuda")
+    unknown = [name for name, _, _ in picks if name not in STRATEGIES or name == "auto"]
+    if unknown:
+        raise ConfigError(f"the {modality} modality proposes {unknown[0]!r} as an auto candidate, which is not a "
+                          f"strategy auto can try (known: {', '.join(n for n in STRATEGIES if n != 'auto')}); "
+                          "fix its auto_candidates.")
     return picks
 
 

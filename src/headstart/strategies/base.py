@@ -87,6 +87,8 @@ class Strategy:
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     settings: ClassVar[tuple[Setting, ...]] = ()
+    modalities: ClassVar[tuple[str, ...]] = ()
+    """The modalities the strategy adapts (empty: any); :meth:`check_backbone` refuses others."""
 
     def __init__(self, **params: Any) -> None:
         # The declared settings are checked here too, so a strategy built directly (not through
@@ -97,6 +99,13 @@ class Strategy:
 
     def fit(self, backbone: Backbone, train: Dataset, val: Dataset | None, context: FitContext) -> FittedModel:
         raise NotImplementedError
+
+    def check_backbone(self, backbone: Backbone) -> None:
+        """A ConfigError when the strategy does not adapt the backbone's modality, naming those that do."""
+        if self.modalities and backbone.spec.modality not in self.modalities:
+            others = sorted(n for n, cls in STRATEGIES.items() if not cls.modalities and n != "auto")
+            raise ConfigError(f"the {self.name} strategy is for {' or '.join(self.modalities)}; {backbone.spec.name} "
+                              f"takes {backbone.spec.modality}. Use {', '.join(others)}.")
 
 
 # STRATEGIES (name -> class) is defined in strategies/settings.py, the lower module, so that the

@@ -18,13 +18,13 @@ Two ways to make the pairs:
 SetFit's defaults (20 pair iterations per example, 256 tokens) take about an hour on two CPU
 cores for 128 texts; here the work is bounded (``steps`` batches, or ``max_pairs`` pairs) and
 pair training reads at most ``pair_max_length`` tokens, which keeps a run to minutes.
+
+Pair training runs on the shared training loop (:func:`headstart.training.loop.train_steps`): with
+a run folder it is checkpointed as it goes, and a resumed fit continues at the step it reached.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import logging
 import random
 import time
 from typing import Any
@@ -34,14 +34,11 @@ import torch.nn.functional as F
 
 from headstart.backbones.base import Backbone, move_to
 from headstart.data.dataset import Dataset, concat
-from headstart.errors import ConfigError
 from headstart.strategies.base import FitContext, FittedModel, Strategy, register_strategy
 from headstart.strategies.linear_probe import LinearProbe
 from headstart.strategies.settings import CLASS_WEIGHT, Setting
 from headstart.training import checkpoint as ckpt
-from headstart.training.optim import make_scheduler, param_groups
-
-logger = logging.getLogger(__name__)
+from headstart.training.loop import StepConfig, TrainResult, fit_fingerprint, train_steps
 
 PAIRINGS = ("in-batch", "sampled")
 
@@ -140,6 +137,7 @@ class Contrastive(Strategy):
     """
 
     name = "contrastive"
+    modalities = ("text",)
     description = "SetFit-style: fine-tune the sentence encoder on same/different-label pairs, then a linear probe."
     settings = (
         Setting("pairing", str, "in-batch", "all pairs within stratified batches, or SetFit's drawn pairs",
@@ -163,9 +161,7 @@ class Contrastive(Strategy):
                          warmup=warmup, class_weight=class_weight)
 
     def fit(self, backbone: Backbone, train: Dataset, val: Dataset | None, context: FitContext) -> FittedModel:
-        if backbone.spec.modality != "text":
-            raise ConfigError(f"the contrastive strategy is for text; {backbone.spec.name} takes "
-                              f"{backbone.spec.modality}. Use partial, full, progressive or lora.")
+        self.check_backbone(backbone)
         p = self.params
         data = concat(train, val) if val is not None and len(val) else train
         labels = data.require_labels("the contrastive strategy")
@@ -179,31 +175,24 @@ class Contrastive(Strategy):
             batches = [pairs[i:i + p["batch_size"]] for i in range(0, len(pairs), p["batch_size"])]
             steps = [b for _ in range(p["pair_epochs"]) for b in batches]
             n_pairs = len(pairs)
-        resumed = context.resume and context.run_dir is not None and ckpt.has_checkpoint(context.run_dir)
+        resume = context.resume and context.run_dir is not None and ckpt.has_checkpoint(context.run_dir)
+        # AdamW (decay 0.01), cosine schedule, clipping at 1.0; mixed precision on GPUs as fine-tuning
+        # has it (accelerate keeps one precision per process).
+        config = StepConfig(warmup=p["warmup"])
         # What must match for a resume to continue this fit (not another one's pair training).
-        fingerprint = hashlib.sha256(json.dumps({"strategy": self.name, "params": self.params, "seed": context.seed,
-                                                 "backbone": backbone.spec.name, "data": data.fingerprint()},
-                                                sort_keys=True, default=str).encode()).hexdigest()
+        fingerprint = fit_fingerprint(config, {"strategy": self.name, "params": self.params, "seed": context.seed,
+                                               "backbone": backbone.spec.name, "data": data.fingerprint()})
         started = time.perf_counter()
-        if resumed:
-            saved = ckpt.load_checkpoint(context.run_dir)
-            if saved["state"].get("fingerprint") != fingerprint:
-                raise ConfigError(f"{context.run_dir} holds a checkpoint of a different fit (other data or settings); "
-                                  "resume with the same command, or start a new --out folder.")
-            backbone.load_state_dict(saved["model"])
-            losses: list[float] = []
-        else:
-            losses = self._train(backbone, data.items, targets, steps, context)
-            if context.run_dir is not None:  # the shared checkpoint writer: safetensors + JSON, atomic
-                ckpt.save_checkpoint(context.run_dir, model_state=backbone.state_dict(), best_state=None,
-                                     optimizer_state={}, state={"phase": {"phase": "pairs-done"}, "rng": ckpt.rng_state(),
-                                                                "fingerprint": fingerprint})
+        result, ran_now = self._train(backbone, data.items, targets, steps, context, config, resume, fingerprint)
         seconds = time.perf_counter() - started
+        losses = [h["loss"] for h in result.history]
         probe = self.fit_head(backbone, data, context, p["class_weight"])
-        details = {"pairing": p["pairing"], "n_pairs": n_pairs, "steps_run": len(losses),
+        details = {"pairing": p["pairing"], "n_pairs": n_pairs, "steps_run": result.steps_run,
                    "steps_planned": len(steps), "pair_loss_first": losses[0] if losses else None,
                    "pair_loss_last": losses[-1] if losses else None, "pair_seconds": round(seconds, 2),
-                   "resumed_after_pair_training": resumed, "C": probe.details["C"], "n_train": len(data)}
+                   "stopped_for_time": result.stopped_for_time,
+                   "resumed_from_step": result.steps_run - ran_now if resume else None,
+                   "C": probe.details["C"], "n_train": len(data)}
         return FittedModel(backbone=backbone, head=probe.head, classes=probe.classes, strategy=self.name,
                            params=dict(self.params), details=details, backbone_changed=True)
 
@@ -218,44 +207,36 @@ class Contrastive(Strategy):
         return LinearProbe(class_weight=class_weight).fit(backbone, data, None, probe_context)
 
     def _train(self, backbone: Backbone, items: list[str], targets: list[int], steps: list[list[Any]],
-               context: FitContext) -> list[float]:
+               context: FitContext, config: StepConfig, resume: bool, fingerprint: str) -> tuple[TrainResult, int]:
+        """Step 1 on the shared loop, one optimizer step per batch of ``steps`` (checkpointed and
+        resumed at step granularity); returns the loop's result and the steps run by this call."""
         p = self.params
-        device = context.device
-        backbone.to(device)
         named = list(backbone.named_parameters())
         for _, q in named:
             q.requires_grad_(True)
-        optimizer = torch.optim.AdamW(param_groups([("encoder", named, p["lr"])], 0.01))
-        scheduler = make_scheduler(optimizer, "cosine", len(steps), p["warmup"])
+        in_batch = p["pairing"] == "in-batch"
+
+        def loss_step(model: torch.nn.Module, batch: list[Any]) -> torch.Tensor:
+            device = next(model.parameters()).device
+            if in_batch:
+                emb = model(move_to(backbone.preprocess([items[i] for i in batch]), device))
+                return in_batch_loss(emb, torch.tensor([targets[i] for i in batch], device=device))
+            texts = [items[i] for i, _, _ in batch] + [items[j] for _, j, _ in batch]
+            emb = model(move_to(backbone.preprocess(texts), device)).float()
+            a, b = emb[: len(batch)], emb[len(batch):]
+            return F.mse_loss(F.cosine_similarity(a, b), torch.tensor([t for _, _, t in batch], device=device))
+
+        ran: list[int] = []
+        callbacks = dict(context.callbacks)
+        callbacks["on_batch_end"] = [*callbacks.get("on_batch_end", []), lambda event: ran.append(event["step"])]
         saved_max = backbone.max_length
-        backbone.max_length = min(saved_max, p["pair_max_length"])
-        losses: list[float] = []
+        backbone.max_length = min(saved_max, p["pair_max_length"])  # pair training reads fewer tokens
         try:
-            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-                torch.manual_seed(context.seed)
-                backbone.train()
-                for step, batch in enumerate(steps):
-                    if context.deadline is not None and time.monotonic() > context.deadline:
-                        logger.info("contrastive: time budget reached after %d of %d steps", step, len(steps))
-                        break
-                    if p["pairing"] == "in-batch":
-                        emb = backbone.forward_features(move_to(backbone.preprocess([items[i] for i in batch]), device))
-                        loss = in_batch_loss(emb, torch.tensor([targets[i] for i in batch], device=device))
-                    else:
-                        texts = [items[i] for i, _, _ in batch] + [items[j] for _, j, _ in batch]
-                        emb = backbone.forward_features(move_to(backbone.preprocess(texts), device))
-                        a, b = emb[: len(batch)], emb[len(batch):]
-                        target = torch.tensor([t for _, _, t in batch], device=device)
-                        loss = F.mse_loss(F.cosine_similarity(a, b), target)
-                    loss.backward()
-                    torch.nn.utils.clip_grad_norm_(backbone.parameters(), 1.0)
-                    optimizer.step()
-                    scheduler.step()
-                    optimizer.zero_grad(set_to_none=True)
-                    losses.append(float(loss.detach()))
-                    for fn in context.callbacks.get("on_batch_end", []):
-                        fn({"epoch": 0, "step": step, "steps": len(steps), "loss": losses[-1]})
+            result = train_steps(backbone, [("encoder", named, p["lr"])], steps, loss_step, config,
+                                 seed=context.seed, device=context.device, run_dir=context.run_dir, resume=resume,
+                                 phase={"phase": "pairs"}, fingerprint=fingerprint, callbacks=callbacks,
+                                 deadline=context.deadline)
         finally:
             backbone.max_length = saved_max
             backbone.eval()
-        return losses
+        return result, len(ran)

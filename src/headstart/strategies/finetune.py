@@ -21,6 +21,7 @@ from headstart.backbones.base import Backbone, LayerGroup
 from headstart.data.dataset import Dataset, concat
 from headstart.data.splits import assign_splits
 from headstart.errors import ConfigError
+from headstart.modalities import get_modality
 from headstart.strategies.base import FitContext, FittedModel, Strategy
 from headstart.strategies.linear_probe import LinearProbe
 from headstart.strategies.settings import CLASS_WEIGHT, Setting
@@ -28,8 +29,6 @@ from headstart.training.loop import ClassifierModel, Examples, TrainConfig, fit_
 from headstart.training.loop import train as run_training
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_LR = {"image": 5e-4, "text": 1e-4}
 
 
 @dataclass
@@ -157,11 +156,15 @@ class FineTuneStrategy(Strategy):
                          weight_decay=weight_decay, schedule=schedule, warmup=warmup, patience=patience, loss=loss,
                          label_smoothing=label_smoothing, class_weight=class_weight, augment=augment,
                          val_fraction=val_fraction, freeze_bn=freeze_bn, mixed_precision=mixed_precision, **extra)
-        self.train_config(epochs, "image")  # validate everything now, all problems at once
+        self.train_config(epochs, None)  # validate everything now, all problems at once
 
-    def train_config(self, epochs: int, modality: str, early_stopping: bool = True) -> TrainConfig:
+    def train_config(self, epochs: int, modality: str | None, early_stopping: bool = True) -> TrainConfig:
+        """The training loop's settings; ``augment=None`` follows the modality's ``augment_by_default``
+        (no modality: off)."""
         p = self.params
-        augment = p["augment"] if p["augment"] is not None else modality == "image"
+        augment = p["augment"]
+        if augment is None:
+            augment = get_modality(modality).augment_by_default if modality is not None else False
         return TrainConfig(
             epochs=epochs, batch_size=p["batch_size"], grad_accum=p["grad_accum"], weight_decay=p["weight_decay"],
             schedule=p["schedule"], warmup=p["warmup"], patience=p["patience"] if early_stopping else epochs,
@@ -170,7 +173,8 @@ class FineTuneStrategy(Strategy):
         )
 
     def lr(self, modality: str) -> float:
-        return self.params["lr"] or DEFAULT_LR[modality]
+        """The head's learning rate: the ``lr`` setting, or the modality's ``finetune_lr``."""
+        return self.params["lr"] or get_modality(modality).finetune_lr
 
     def phases(self, backbone: Backbone) -> list[Phase]:
         raise NotImplementedError

@@ -13,6 +13,7 @@ from torch import nn
 
 from headstart.backbones.base import Backbone
 from headstart.errors import ConfigError
+from headstart.modalities import get_modality
 from headstart.strategies.base import register_strategy
 from headstart.strategies.finetune import FineTuneStrategy, Phase
 from headstart.strategies.settings import Setting, with_defaults
@@ -71,7 +72,7 @@ class Lora(FineTuneStrategy):
 
     def lr(self, modality: str) -> float:
         # Adapters start at zero and need a larger step than full fine-tuning (LoRA paper: ~10x).
-        return self.params["lr"] or {"image": 2e-3, "text": 1e-3}[modality]
+        return self.params["lr"] or get_modality(modality).lora_lr
 
     def prepare(self, backbone: Backbone) -> None:
         try:

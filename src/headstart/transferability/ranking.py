@@ -96,12 +96,13 @@ def resolve_candidates(spec: str | Sequence[str], modality: str) -> list[str]:
     """``offline`` (every installed backbone for the modality), ``all`` (every registered one,
     installed or not) or names (comma-separated or a list); ``random:NAME`` adds a control.
     ``offline`` and ``all`` include the control ``random:<default backbone>``."""
-    from headstart.backbones import DEFAULT_BACKBONES, list_backbones
+    from headstart.backbones import list_backbones
+    from headstart.modalities import get_modality
 
     if isinstance(spec, str) and spec.strip().lower() in ("offline", "all"):
         which = spec.strip().lower()
         names = [b.name for b in list_backbones() if b.modality == modality and (which == "all" or b.offline)]
-        return [*names, CONTROL_PREFIX + DEFAULT_BACKBONES[modality]]
+        return [*names, CONTROL_PREFIX + get_modality(modality).default_backbone]
     names = [n.strip() for n in (spec.split(",") if isinstance(spec, str) else spec) if n and n.strip()]
     if not names:
         raise ConfigError("no candidates given; pass names separated by commas, or 'offline' / 'all'.")

@@ -1,16 +1,11 @@
-"""Preprocessing outside the graph, described as data and replayed without torch.
+"""Image pixels without torch: decoding encoded bytes safely, and torchvision's eval transform as data.
 
-An exported bundle's graph starts at tensors: images arrive resized, cropped and normalised,
-texts arrive tokenised. What happens before that is written into the manifest
-(``manifest["onnx"]["preprocessing"]``) by :func:`describe_image` / :func:`describe_text`
-when exporting, read from the *torch* pipeline's own objects (timm's eval transform, the
-Hugging Face tokenizer's settings), and replayed here with numpy, PIL and ``tokenizers`` only,
-so an inference process never imports torch.
-
-Images follow torchvision exactly: ``Resize`` (shorter side, or an exact size) with the same PIL
-filter, ``CenterCrop`` (zero padding when the crop is larger), ``ToTensor`` (÷255 in float32)
-and ``Normalize`` (float32), channels RGB, layout NCHW. Texts use the backbone's own
-``tokenizer.json`` with its truncation and padding settings.
+An exported image bundle's graph starts at ``float32 [B, 3, H, W]``. What happens before, the
+torch path's timm/torchvision eval transform, is described by :func:`describe_image` at export
+and replayed by :class:`ImagePreprocessor` with numpy and PIL only, exactly: ``Resize`` (shorter
+side, or an exact size) with the same PIL filter, ``CenterCrop`` (zero padding when the crop is
+larger), ``ToTensor`` (÷255 in float32) and ``Normalize`` (float32), channels RGB, layout NCHW.
+:func:`open_encoded_image` is the one decoder of image bytes (the engine's and the service's).
 """
 
 from __future__ import annotations
@@ -25,7 +20,6 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from headstart.data.items import max_image_pixels, open_image
-from headstart.data.long_texts import cut_long_texts
 from headstart.errors import BundleError, DataError, ImageTooLargeError
 
 # torchvision InterpolationMode value -> PIL filter (torchvision's own ``pil_modes_mapping``).
@@ -38,14 +32,13 @@ PIL_FILTERS = {
     "hamming": Image.Resampling.HAMMING,
     "lanczos": Image.Resampling.LANCZOS,
 }
-TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 # Only the raster formats headstart reads from folders; PIL's other plugins (EPS calls
 # Ghostscript...) have no business parsing bytes someone sent.
 IMAGE_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP")  # JPEG covers MPO (phone JPEGs)
 _FILE_OBJECT = re.compile(r"\s*<_?io\.\w+ object at 0x[0-9a-fA-F]+>")
 
 
-# ------------------------------------------------------------------ describing (at export)
+
 def describe_image(transform: Any) -> dict[str, Any]:
     """The steps of a torchvision ``Compose`` eval transform as data.
 
@@ -83,19 +76,6 @@ def describe_image(transform: Any) -> dict[str, Any]:
             "layout": "NCHW", "dtype": "float32", "steps": steps}
 
 
-def describe_text(tokenizer: Any, inputs: Sequence[str], *, file: str) -> dict[str, Any]:
-    """The tokenizer settings of the torch path as data; call it right after the backbone
-    tokenised something, so the backend holds exactly the truncation and padding it used."""
-    backend = tokenizer.backend_tokenizer
-    truncation, padding = backend.truncation, backend.padding
-    if not truncation or not padding or padding.get("length") is not None or padding.get("pad_to_multiple_of"):
-        raise BundleError(f"cannot describe the tokenizer's settings (truncation={truncation}, padding={padding}).")
-    return {"kind": "text", "tokenizer": file, "add_special_tokens": True, "inputs": list(inputs),
-            "truncation": {k: truncation[k] for k in ("max_length", "stride", "strategy", "direction")},
-            "padding": {"strategy": "longest", **{k: padding[k] for k in ("pad_id", "pad_token", "pad_type_id", "direction")}}}
-
-
-# ------------------------------------------------------------------ items
 def decode_image(item: Any, index: int) -> Image.Image:
     """An RGB PIL image from a path, PIL image, array or encoded bytes; errors name the item."""
     if isinstance(item, (bytes, bytearray, memoryview)):
@@ -165,17 +145,6 @@ def _undecodable(where: str, error: Exception) -> str:
     return f"{where}: cannot decode the bytes as an image ({why}); send PNG, JPEG, GIF, BMP, TIFF or WebP file bytes."
 
 
-def check_texts(items: Sequence[Any]) -> list[str]:
-    """The items as texts, or a DataError naming the first that is empty or not a string."""
-    for i, t in enumerate(items):
-        if not isinstance(t, str):
-            raise DataError(f"item {i}: expected a text (str), got {type(t).__name__}.")
-        if not t.strip():
-            raise DataError(f"item {i}: the text is empty; every text must have content.")
-    return list(items)
-
-
-# ------------------------------------------------------------------ replaying (at inference)
 class ImagePreprocessor:
     """Decoded RGB images -> ``float32 [B, 3, H, W]``, as the described torchvision steps do."""
 
@@ -230,49 +199,3 @@ def _center_crop(img: Image.Image, crop_h: int, crop_w: int) -> Image.Image:
     top = round((h - crop_h) / 2.0)
     left = round((w - crop_w) / 2.0)
     return img.crop((left, top, left + crop_w, top + crop_h))
-
-
-class TextPreprocessor:
-    """Texts -> int64 ``input_ids``, ``attention_mask`` (and ``token_type_ids``) ``[B, T]``."""
-
-    def __init__(self, description: dict[str, Any], folder: Path) -> None:
-        from tokenizers import Tokenizer
-
-        from headstart.manifest import contained_file
-
-        self.inputs = list(description["inputs"])
-        # A plain name inside the bundle (verified by its manifest), never a path or link out of it.
-        self.tokenizer = Tokenizer.from_file(str(contained_file(folder, description["tokenizer"])))
-        trunc, pad = description["truncation"], description["padding"]
-        self.tokenizer.enable_truncation(trunc["max_length"], stride=trunc["stride"], strategy=trunc["strategy"],
-                                         direction=trunc["direction"])
-        self.tokenizer.enable_padding(direction=pad["direction"], pad_id=pad["pad_id"], pad_type_id=pad["pad_type_id"],
-                                      pad_token=pad["pad_token"])
-        self.add_special_tokens = bool(description.get("add_special_tokens", True))
-        self.max_length = int(trunc["max_length"])
-        # The same cut as the torch backbone's (headstart.data.long_texts): a long text's prefix
-        # that gives the same max_length tokens, when the tokenizer splits words and keeps the start.
-        self.cuts_long_texts = self.tokenizer.pre_tokenizer is not None and str(trunc["direction"]).lower() == "right"
-
-    def __call__(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
-        texts = list(texts)
-        if self.cuts_long_texts:
-            texts = cut_long_texts(texts, self.max_length, self._count_tokens)
-        encodings = self.tokenizer.encode_batch(texts, add_special_tokens=self.add_special_tokens)
-        fields = {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_ids": "type_ids"}
-        return {name: np.asarray([getattr(e, fields[name]) for e in encodings], dtype=np.int64)
-                for name in self.inputs}
-
-
-    def _count_tokens(self, texts: list[str]) -> list[int]:
-        encodings = self.tokenizer.encode_batch(texts, add_special_tokens=self.add_special_tokens)
-        return [sum(e.attention_mask) for e in encodings]  # padding is on: count the real tokens
-
-
-def build_preprocessor(description: dict[str, Any], folder: Path) -> ImagePreprocessor | TextPreprocessor:
-    kind = description.get("kind")
-    if kind == "image":
-        return ImagePreprocessor(description)
-    if kind == "text":
-        return TextPreprocessor(description, folder)
-    raise BundleError(f"{folder}: unknown preprocessing kind {kind!r} in the ONNX entry; re-export the bundle.")
