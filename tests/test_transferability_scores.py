@@ -20,7 +20,7 @@ from headstart.transferability import (
     logme,
     nce,
 )
-from headstart.transferability.scores import _knn_predict
+from headstart.transferability.probes import _knn_predict
 
 
 def separable_and_random(n: int = 120, d: int = 6, n_classes: int = 3, seed: int = 0):

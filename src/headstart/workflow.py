@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -86,6 +86,7 @@ def fit(
     strategy: str = "linear-probe",
     text_col: str | None = None,
     image_col: str | None = None,
+    columns: Mapping[str, str] | None = None,
     label_col: str = "label",
     split_col: str | None = None,
     group_col: str | None = None,
@@ -125,6 +126,8 @@ def fit(
         backbone, strategy: see :class:`~headstart.TransferClassifier`.
         text_col, image_col, label_col, split_col, group_col, time_col, slice_cols: table
             columns, as ``headstart fit``'s options (tables only).
+        columns: the items' column for any modality, a plugin's too: ``{"vectors": "readings"}``
+            (``headstart fit --col vectors=readings``); recorded in the bundle like ``text_col``.
         val_fraction, test_fraction: split shares when the data has no split of its own.
         seed: seed of the split and of every random step (the estimator's ``random_state``).
         resume: continue the interrupted fit whose checkpoint is in ``out``.
@@ -168,8 +171,9 @@ def fit(
     if out is not None:
         out = Path(out)
         check_destination(out, resuming=resume)
-    dataset, loader = _load(data, y, text_col=text_col, image_col=image_col, label_col=label_col,
-                            split_col=split_col, group_col=group_col, time_col=time_col, slice_cols=slice_cols)
+    dataset, loader = _load(data, y, text_col=text_col, image_col=image_col, columns=columns,
+                            label_col=label_col, split_col=split_col, group_col=group_col, time_col=time_col,
+                            slice_cols=slice_cols)
     loader.update(val_fraction=val_fraction, test_fraction=test_fraction)
     dataset = assign_splits(dataset, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
     checked = preflight(dataset, allow_leakage=allow_leakage)
@@ -221,21 +225,26 @@ def _check_contract(task: str, unlabeled: Any, params: dict[str, Any]) -> None:
                           f"options and the TransferClassifier parameters: {', '.join(sorted(known - {'random_state'}))}.")
 
 
-def _load(data: Any, y: Any, *, slice_cols: Sequence[str], **columns: Any) -> tuple[Dataset, dict[str, Any]]:
-    """The dataset and the loader record (how ``export`` finds and re-splits the same data)."""
+def _load(data: Any, y: Any, *, slice_cols: Sequence[str], columns: Mapping[str, str] | None,
+          **named: Any) -> tuple[Dataset, dict[str, Any]]:
+    """The dataset and the loader record (how ``export`` and ``evaluate`` find, read and re-split the same
+    data; ``columns`` only when given, so records without it read as before)."""
     from headstart.data import from_memory, load_data
 
-    loader: dict[str, Any] = {**columns, "slice_cols": list(slice_cols), "path": None}
+    loader: dict[str, Any] = {**named, "slice_cols": list(slice_cols), "path": None}
     loader = {k: loader[k] for k in ("text_col", "image_col", "label_col", "split_col", "slice_cols", "group_col",
                                      "time_col", "path")}
     if isinstance(data, (str, Path)):
         if y is not None:
             raise ConfigError("y= is for items in memory; a folder or table holds its own labels (label_col=).")
         path = Path(data)
-        dataset = load_data(path, slice_cols=slice_cols, **columns)
+        dataset = load_data(path, slice_cols=slice_cols, columns=columns, **named)
         loader["path"] = str(path.resolve())
+        if columns:
+            loader["columns"] = dict(columns)
         return dataset, loader
-    given = [f"{k}=" for k, v in columns.items() if v is not None and k != "label_col"]
+    given = [f"{k}=" for k, v in named.items() if v is not None and k != "label_col"]
+    given += ["columns="] if columns else []
     given += ["slice_cols="] if slice_cols else []
     if given:
         raise ConfigError(f"{', '.join(given)} name table columns, but the data is in memory; build a "

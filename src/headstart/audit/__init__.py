@@ -15,7 +15,7 @@ Example:
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -119,6 +119,7 @@ def audit(
     backbone: str | None = "default",
     text_col: str | None = None,
     image_col: str | None = None,
+    columns: Mapping[str, str] | None = None,
     label_col: str | None = "label",
     split_col: str | None = None,
     group_col: str | None = None,
@@ -135,7 +136,9 @@ def audit(
 
     Rows that cannot be loaded (no label, empty text, missing image file) are reported, not
     raised. ``backbone="default"`` embeds with the modality's default backbone (cached);
-    ``None`` runs only the checks that need no model.
+    ``None`` runs only the checks that need no model. ``text_col`` / ``image_col`` / ``columns``
+    (``{modality: column}``, any modality's) name the items' column, as for
+    :func:`headstart.data.load_data`.
     """
     problems: list[dict[str, Any]] = []
     extra: dict[str, str] = {}
@@ -149,8 +152,9 @@ def audit(
         if missing:
             raise ConfigError(f"the dataset has no column {missing[0]!r}; load it with that column as a slice.")
     else:
-        dataset = load_data(data, text_col=text_col, image_col=image_col, label_col=label_col,
-                            split_col=split_col, require_labels=False, extra_cols=extra, problems=problems)
+        dataset = load_data(data, text_col=text_col, image_col=image_col, columns=columns,
+                            label_col=label_col, split_col=split_col, require_labels=False, extra_cols=extra,
+                            problems=problems)
     groups = dataset.slices.get(group_col) if group_col else None
     times = dataset.slices.get(time_col) if time_col else None
     return audit_dataset(dataset, problems=problems, groups=groups, times=times, backbone=backbone,

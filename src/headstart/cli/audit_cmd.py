@@ -14,12 +14,14 @@ from headstart.cli.options import (
     CacheDir,
     Device,
     ImageCol,
+    ItemCol,
     Json,
     LabelCol,
     NoCache,
     Quiet,
     TextCol,
     cache_arg,
+    item_columns,
     setup_terminal,
 )
 
@@ -31,6 +33,7 @@ def audit(
     backbone: Annotated[str, typer.Option(help="Backbone for the embedding checks (near duplicates, label errors, outliers, shift); 'none' skips them.")] = "default",
     text_col: TextCol = None,
     image_col: ImageCol = None,
+    col: ItemCol = None,
     label_col: LabelCol = "label",
     split_col: Annotated[str | None, typer.Option("--split-col", help="Column of train/val/test values.")] = None,
     group_col: Annotated[str | None, typer.Option("--group-col", help="Column of group ids (patient, user, session...) that must not span splits.")] = None,
@@ -56,11 +59,12 @@ def audit(
     from headstart.audit import audit as run_audit
 
     progress = setup_terminal(quiet)
+    columns = item_columns(col, text_col, image_col)
     if html is not None:  # before any work: an unwritable page path is a clear error, not a late traceback
         check_writable(html, fix="choose another --html path")
     report = run_audit(data, backbone=None if backbone.lower() == "none" else backbone, text_col=text_col,
-                       image_col=image_col, label_col=label_col, split_col=split_col, group_col=group_col,
-                       time_col=time_col, checks=checks or None, near_threshold=near_threshold,
+                       image_col=image_col, columns=columns, label_col=label_col, split_col=split_col,
+                       group_col=group_col, time_col=time_col, checks=checks or None, near_threshold=near_threshold,
                        cache=cache_arg(cache_dir, no_cache), batch_size=batch_size, device=device, seed=seed,
                        progress=progress)
     page = report.write_html(html) if html is not None else None

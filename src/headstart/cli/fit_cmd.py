@@ -16,12 +16,14 @@ from headstart.cli.options import (
     CacheDir,
     Device,
     ImageCol,
+    ItemCol,
     Json,
     LabelCol,
     NoCache,
     Quiet,
     TextCol,
     cache_arg,
+    item_columns,
     setup_terminal,
 )
 
@@ -51,6 +53,7 @@ def fit(
     strategy: Annotated[str, typer.Option(help="Adaptation strategy.")] = "linear-probe",
     text_col: TextCol = None,
     image_col: ImageCol = None,
+    col: ItemCol = None,
     label_col: LabelCol = "label",
     split_col: Annotated[str | None, typer.Option("--split-col", help="Column of train/val/test values.")] = None,
     group_col: Annotated[str | None, typer.Option("--group-col", help="Column of group ids (patient, user, session...): fit stops if a group spans two splits, and splits it makes keep each group whole.")] = None,
@@ -99,6 +102,7 @@ def fit(
     from headstart.workflow import fit as fit_workflow
 
     progress = setup_terminal(quiet, verbose)
+    columns = item_columns(col, text_col, image_col)
     settings = parse_assignments(strategy, set_ or [])
     if resume is not None and out is not None and out.resolve() != resume.resolve():
         raise typer.BadParameter("--resume continues the fit in its own folder; drop --out or make them equal.")
@@ -106,7 +110,8 @@ def fit(
     step = (lambda _msg: None) if quiet else (lambda msg: render.stderr.print(f"[dim]· {msg}[/]", highlight=False))
     result = fit_workflow(
         data, out=out, backbone=backbone, strategy=strategy, text_col=text_col, image_col=image_col,
-        label_col=label_col, split_col=split_col, group_col=group_col, time_col=time_col, slice_cols=slice_col or (),
+        columns=columns, label_col=label_col, split_col=split_col, group_col=group_col, time_col=time_col,
+        slice_cols=slice_col or (),
         val_fraction=val_fraction, test_fraction=test_fraction, seed=seed, resume=resume is not None,
         allow_leakage=allow_leakage, compare=compare, learning_curve=learning_curve, scratch_budget=scratch_budget,
         seeds=seeds, report=report, track=not no_track, tracking_uri=tracking_uri,

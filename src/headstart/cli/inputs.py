@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from headstart.data import Dataset, load_table
@@ -28,10 +29,12 @@ def read_inputs(
     *,
     text_col: str | None = None,
     image_col: str | None = None,
+    columns: Mapping[str, str] | None = None,
 ) -> Dataset:
     """Unlabeled items from the command line's inputs, in the order given: tables, files and folders
     the model's modality reads (text files: one text per line; image files, folders of them), or
-    ``-`` for stdin (texts: one per line; images: one path per line)."""
+    ``-`` for stdin (texts: one per line; images: one path per line). A table's column of items is
+    ``text_col`` / ``image_col`` / ``columns`` (``{modality: column}``), else the one the modalities guess."""
     kind = get_modality(modality)
     parts: list[Dataset] = []
     for raw in inputs:
@@ -41,10 +44,11 @@ def read_inputs(
             continue
         path = Path(raw)
         if path.is_file() and is_table(path):
-            table = load_table(path, text_col=text_col, image_col=image_col, label_col=None, require_labels=False)
+            table = load_table(path, text_col=text_col, image_col=image_col, columns=columns, label_col=None,
+                               require_labels=False)
             if table.modality != modality:
                 raise DataError(f"{path} holds {table.modality} but the model takes {modality}; "
-                                f"pass {kind.table_option} NAME.")
+                                f"pass {kind.table_option}.")
             parts.append(table)
         else:
             items, locators = kind.read_input(path)

@@ -14,11 +14,13 @@ from headstart.cli.options import (
     CacheDir,
     Device,
     ImageCol,
+    ItemCol,
     Json,
     NoCache,
     Quiet,
     TextCol,
     cache_arg,
+    item_columns,
     setup_terminal,
 )
 from headstart.serving.engine_names import EngineName
@@ -30,6 +32,7 @@ def predict(
     engine: Annotated[EngineName, typer.Option(help="auto: onnx when the bundle has been exported (`headstart export`), else torch; onnx-int8 needs `export --quantize int8`.")] = EngineName.auto,
     text_col: TextCol = None,
     image_col: ImageCol = None,
+    col: ItemCol = None,
     batch_size: BatchSize = 32,
     device: Annotated[str, typer.Option(help="torch engine: auto (CUDA when present), cpu, cuda, cuda:N.")] = "auto",
     cache_dir: CacheDir = None,
@@ -42,9 +45,11 @@ def predict(
     from headstart.serving.engine import load_engine
 
     progress = setup_terminal(quiet)
+    columns = item_columns(col, text_col, image_col)
     runner = load_engine(bundle, engine.value, batch_size=batch_size, device=device,
                          cache=cache_arg(cache_dir, no_cache))
-    dataset = read_inputs(inputs or ["-"], runner.modality, text_col=text_col, image_col=image_col)
+    dataset = read_inputs(inputs or ["-"], runner.modality, text_col=text_col, image_col=image_col,
+                          columns=columns)
     proba = _predict_with_progress(runner, dataset.items, progress)
     classes = runner.classes
     rows = []
@@ -96,6 +101,7 @@ def evaluate(
     data: Annotated[Path, typer.Argument(help="Labeled data: a folder of class sub-folders or a table.")],
     text_col: TextCol = None,
     image_col: ImageCol = None,
+    col: ItemCol = None,
     label_col: Annotated[str | None, typer.Option("--label-col", help="Label column (default: as at fit).")] = None,
     split: Annotated[str | None, typer.Option(help="Evaluate one split only (train/val/test): the data's own (--split-col, or train/ val/ test/ folders), or, on the data the bundle was fitted on, the split fit made, re-created.")] = None,
     split_col: Annotated[str | None, typer.Option("--split-col", help="Column of train/val/test values.")] = None,
@@ -113,12 +119,14 @@ def evaluate(
     from headstart.data import load_data
 
     progress = setup_terminal(quiet)
+    named = {"text_col": text_col, "image_col": image_col, "columns": item_columns(col, text_col, image_col)}
     manifest = read_manifest(bundle, verify=False)
     loader = manifest.get("loader", {})
     table_opts = {}
-    if not data.is_dir():
-        table_opts = {"text_col": text_col or loader.get("text_col"), "image_col": image_col or loader.get("image_col"),
-                      "split_col": split_col, "slice_cols": slice_col or (),
+    if not data.is_dir():  # the items' column: the one named here, else the fit's (any of its three forms)
+        if not any(named.values()):
+            named = {k: loader.get(k) or None for k in named}
+        table_opts = {**named, "split_col": split_col, "slice_cols": slice_col or (),
                       "optional_slice_cols": () if slice_col else loader.get("slice_cols") or ()}
         if split is not None and split_col is None:  # the fit's split: its column, or re-created
             table_opts.update(split_col=loader.get("split_col"), group_col=loader.get("group_col"),

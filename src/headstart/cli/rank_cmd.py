@@ -13,12 +13,14 @@ from headstart.cli.options import (
     CacheDir,
     Device,
     ImageCol,
+    ItemCol,
     Json,
     LabelCol,
     NoCache,
     Quiet,
     TextCol,
     cache_arg,
+    item_columns,
     setup_terminal,
 )
 
@@ -28,6 +30,7 @@ def rank_cmd(
     candidates: Annotated[str, typer.Option(help="Comma-separated backbone names, 'offline' (every installed one for the data's modality) or 'all'; random:NAME adds a randomly initialised control.")] = "offline",
     text_col: TextCol = None,
     image_col: ImageCol = None,
+    col: ItemCol = None,
     label_col: LabelCol = "label",
     split_col: Annotated[str | None, typer.Option("--split-col", help="Column of train/val/test values (test items are never scored).")] = None,
     max_items: Annotated[int, typer.Option(min=20, help="Score at most this many labeled items (stratified sample).")] = 2000,
@@ -44,6 +47,7 @@ def rank_cmd(
     from headstart.transferability import rank
 
     progress = setup_terminal(quiet)
+    columns = item_columns(col, text_col, image_col)
 
     def announce(c: Any) -> None:
         if not quiet:
@@ -51,8 +55,8 @@ def rank_cmd(
                     if c.scores else f"skipped: {c.error}")
             render.stderr.print(f"[dim]· {c.name}: {what}[/]", highlight=False)
 
-    report = rank(data, candidates, text_col=text_col, image_col=image_col, label_col=label_col,
-                  split_col=split_col, max_items=max_items, cache=cache_arg(cache_dir, no_cache),
+    report = rank(data, candidates, text_col=text_col, image_col=image_col, columns=columns,
+                  label_col=label_col, split_col=split_col, max_items=max_items, cache=cache_arg(cache_dir, no_cache),
                   batch_size=batch_size, device=device, seed=seed, progress=progress, on_candidate=announce)
     if json_:
         render.print_json(report.to_dict())

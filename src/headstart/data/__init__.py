@@ -50,6 +50,10 @@ def load_data(
     Example:
         >>> ds = load_data("emails.jsonl", text_col="text", label_col="label")  # doctest: +SKIP
         >>> ds = load_data("animal-silhouettes/")                                # doctest: +SKIP
+        >>> ds = load_data("sensors.csv", columns={"vectors": "readings"})       # doctest: +SKIP
+
+    ``columns`` names the items' column for any modality, a plugin's included (``{modality: column}``);
+    ``text_col`` / ``image_col`` are short for ``{"text": ...}`` / ``{"image": ...}``.
 
     ``group_col`` / ``time_col`` name columns of group ids and timestamps (``Dataset.groups`` /
     ``Dataset.times``): splits that :func:`assign_splits` makes keep each group in one split and
@@ -62,7 +66,7 @@ def load_data(
     if p.is_dir():
         if text_col or image_col or columns or split_col or slice_cols or extra_cols or group_col or time_col:
             raise DataError(
-                f"{p} is a folder of class sub-folders; --text-col/--image-col/--split-col/--slice-col (and "
+                f"{p} is a folder of class sub-folders; --text-col/--image-col/--col/--split-col/--slice-col (and "
                 "--group-col/--time-col) apply to tables only."
             )
         return load_folder(p)

@@ -121,10 +121,12 @@ def is_file(path: Path) -> bool:
         return False
 
 
-def _require_column(df: pd.DataFrame, column: str, path: Path, option: str) -> None:
+def _require_column(df: pd.DataFrame, column: str, path: Path, option: str = "", *, usage: str = "") -> None:
+    """Refuse a missing column, naming how to give another: ``option`` (``--label-col``: shown as
+    ``--label-col NAME``) or the whole ``usage`` (``--col vectors=COLUMN``)."""
     if column not in df.columns:
         present = ", ".join(map(str, df.columns))
-        raise DataError(f"{path}: no column {column!r} (columns present: {present}). Pass {option} NAME.")
+        raise DataError(f"{path}: no column {column!r} (columns present: {present}). Pass {usage or f'{option} NAME'}.")
 
 
 def rows_text(indices: Sequence[int], limit: int = 5) -> str:
@@ -245,23 +247,24 @@ def _item_column(df: pd.DataFrame, path: Path, text_col: str | None, image_col: 
     """(modality, column) of the items: the one named, else the first column a modality guesses."""
     from headstart.modalities import get_modality, modalities
 
-    named = dict(columns or {})
-    for name, col in (("text", text_col), ("image", image_col)):
-        if col is not None:
-            named[name] = col
+    if columns is not None and not (isinstance(columns, Mapping)
+                                    and all(isinstance(k, str) and isinstance(v, str) for k, v in columns.items())):
+        raise DataError(f"columns={columns!r}: give the items' column as {{modality: column name}}, e.g. "
+                        "{'vectors': 'readings'}.")
+    named = [*(columns or {}).items(), *((m, c) for m, c in (("text", text_col), ("image", image_col)) if c is not None)]
     if len(named) > 1:
-        raise DataError(f"{path}: items come from one column; got {', '.join(f'{m} column {c!r}' for m, c in named.items())}."
+        raise DataError(f"{path}: items come from one column; got {', '.join(f'{m} column {c!r}' for m, c in named)}."
                         " Name only one.")
     if named:
-        modality, column = next(iter(named.items()))
-        _require_column(df, column, path, get_modality(modality).table_option)
+        modality, column = named[0]
+        _require_column(df, column, path, usage=get_modality(modality).table_option)
         return modality, column
     known = modalities()
     for m in known:
         guess = next((c for c in m.column_guesses if c in df.columns), None)
         if guess is not None:
             return m.name, guess
-    options = " or ".join(f"{m.table_option} NAME for {m.plural}" for m in known)
+    options = " or ".join(f"{m.table_option} for {m.plural}" for m in known)
     raise DataError(f"{path}: cannot tell which column holds the inputs (columns present: {', '.join(df.columns)}). "
                     f"Pass {options}.")
 

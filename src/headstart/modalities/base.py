@@ -89,8 +89,9 @@ class Modality:
     # ------------------------------------------------------------------ reading
     @property
     def table_option(self) -> str:
-        """The command-line option that names a table's column of these items."""
-        return f"--{self.name}-col"
+        """How the command line names a table's column of these items, placeholder included, as messages
+        show it: ``--col vectors=COLUMN`` (the generic option; the built-ins: ``--text-col NAME``)."""
+        return f"--col {self.name}=COLUMN"
 
     def claims(self, items: Sequence[Any]) -> bool:
         """Whether in-memory items given without a modality are this modality's (a cheap look)."""

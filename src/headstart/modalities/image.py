@@ -79,6 +79,10 @@ class ImageModality(Modality):
     near_without_backbone = "resized/re-encoded copies only"
 
     # ------------------------------------------------------------------ reading
+    @property
+    def table_option(self) -> str:
+        return "--image-col NAME"  # the built-ins' own option; `--col image=NAME` works too
+
     def claims(self, items: Sequence[Any]) -> int:
         if isinstance(items, np.ndarray) and items.ndim >= 3:
             return 2

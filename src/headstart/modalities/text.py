@@ -82,6 +82,10 @@ class TextModality(Modality):
     near_without_backbone = "case/whitespace only"
 
     # ------------------------------------------------------------------ reading
+    @property
+    def table_option(self) -> str:
+        return "--text-col NAME"  # the built-ins' own option; `--col text=NAME` works too
+
     def claims(self, items: Sequence[Any]) -> int:
         return 1 if isinstance(items[0], str) else 0
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ import numpy as np
 from headstart.data import Dataset, load_data
 from headstart.errors import BackboneError, ConfigError
 from headstart.progress import NullProgress, ProgressReporter
+from headstart.transferability import probes as P
 from headstart.transferability import scores as S
 
 logger = logging.getLogger(__name__)
@@ -147,8 +148,8 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 def score_features(features: np.ndarray, y: np.ndarray, source_logits: np.ndarray | None = None,
                    *, seed: int = 0) -> dict[str, float]:
     """Every score for one candidate's features (and source logits, when it has a source head)."""
-    out = {"linear_probe": S.linear_probe_accuracy(features, y, seed=seed),
-           "knn": S.knn_accuracy(features, y, seed=seed),
+    out = {"linear_probe": P.linear_probe_accuracy(features, y, seed=seed),
+           "knn": P.knn_accuracy(features, y, seed=seed),
            "logme": S.logme(features, y),
            "h_score": S.h_score(features, y)}
     if source_logits is not None:
@@ -206,6 +207,7 @@ def rank(
     *,
     text_col: str | None = None,
     image_col: str | None = None,
+    columns: Mapping[str, str] | None = None,
     label_col: str = "label",
     split_col: str | None = None,
     max_items: int = 2000,
@@ -239,7 +241,7 @@ def rank(
     if max_items < 20:
         raise ConfigError(f"max_items={max_items}; give at least 20 so cross-validation has something to do.")
     dataset = data if isinstance(data, Dataset) else load_data(
-        data, text_col=text_col, image_col=image_col, label_col=label_col, split_col=split_col)
+        data, text_col=text_col, image_col=image_col, columns=columns, label_col=label_col, split_col=split_col)
     dataset.require_labels("ranking backbones")
     if dataset.splits is not None:
         keep = [i for i, s in enumerate(dataset.splits) if s != "test"]
