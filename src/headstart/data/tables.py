@@ -259,11 +259,12 @@ def _item_column(df: pd.DataFrame, path: Path, text_col: str | None, image_col: 
         modality, column = named[0]
         _require_column(df, column, path, usage=get_modality(modality).table_option)
         return modality, column
-    known = modalities()
-    for m in known:
-        guess = next((c for c in m.column_guesses if c in df.columns), None)
-        if guess is not None:
-            return m.name, guess
+    for scan in (False, True):  # the installed packages' plugins are scanned only when needed
+        known = modalities(entry_points=scan)
+        for m in known:
+            guess = next((c for c in m.column_guesses if c in df.columns), None)
+            if guess is not None:
+                return m.name, guess
     options = " or ".join(f"{m.table_option} for {m.plural}" for m in known)
     raise DataError(f"{path}: cannot tell which column holds the inputs (columns present: {', '.join(df.columns)}). "
                     f"Pass {options}.")
