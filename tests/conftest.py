@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -88,3 +89,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="module")
+def plugin() -> Iterator[object]:
+    """The toy third modality (tests/toy_modality.py), loaded as a user's plugin is: by $HEADSTART_MODALITIES."""
+    from headstart.modalities import ENV_VAR, get_modality, load_plugins
+
+    saved = os.environ.get(ENV_VAR)
+    os.environ[ENV_VAR] = "toy_modality"
+    load_plugins()
+    yield get_modality("vectors")
+    if saved is None:
+        os.environ.pop(ENV_VAR, None)
+    else:
+        os.environ[ENV_VAR] = saved

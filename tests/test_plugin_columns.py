@@ -5,8 +5,6 @@ options that exist (the toy ``vectors`` plugin guesses only a column called ``ve
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -18,24 +16,12 @@ from headstart.bundle import read_manifest, recreate_fit_split
 from headstart.cli.app import run
 from headstart.data import load_table
 from headstart.errors import ConfigError, DataError
-from headstart.modalities import ENV_VAR, get_modality, load_plugins
+from headstart.modalities import get_modality
 from headstart.serving.export import _real_data
 from toy_modality import DIM, NAME
 
 QUICK = ("--no-compare", "--no-learning-curve", "-q")
 COL = ("--col", f"{NAME}=readings")
-
-
-@pytest.fixture(scope="module")
-def plugin() -> Iterator[object]:
-    saved = os.environ.get(ENV_VAR)
-    os.environ[ENV_VAR] = "toy_modality"
-    load_plugins()
-    yield get_modality(NAME)
-    if saved is None:
-        os.environ.pop(ENV_VAR, None)
-    else:
-        os.environ[ENV_VAR] = saved
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,7 @@ import headstart
 from headstart.bundle import read_manifest
 from headstart.cli.app import run
 from headstart.errors import ConfigError
-from headstart.modalities import ENV_VAR, get_modality, load_plugins
+from headstart.modalities import ENV_VAR, get_modality
 from toy_modality import BACKBONE, DIM, NAME
 
 TESTS = Path(__file__).resolve().parent
@@ -34,18 +33,6 @@ def _vectors(n_per_class: int = 24, seed: int = 0) -> tuple[list[np.ndarray], li
     X = [(centers[c] + rng.normal(0, 1, DIM)).astype(np.float32) for c in range(3) for _ in range(n_per_class)]
     y = [f"c{c}" for c in range(3) for _ in range(n_per_class)]
     return X, y
-
-
-@pytest.fixture(scope="module")
-def plugin() -> Iterator[object]:
-    saved = os.environ.get(ENV_VAR)
-    os.environ[ENV_VAR] = "toy_modality"
-    load_plugins()
-    yield get_modality(NAME)
-    if saved is None:
-        os.environ.pop(ENV_VAR, None)
-    else:
-        os.environ[ENV_VAR] = saved
 
 
 @pytest.fixture(scope="module")

@@ -217,3 +217,12 @@ class Modality:
 
     def __repr__(self) -> str:
         return f"<modality {self.name}>"
+
+
+_JSON_TYPES = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", int: "a number",
+               float: "a number", type(None): "null"}
+
+
+def json_type(value: Any) -> str:
+    """How JSON calls a decoded value's type (for messages)."""
+    return _JSON_TYPES.get(type(value), type(value).__name__)

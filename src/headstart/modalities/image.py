@@ -21,7 +21,7 @@ from PIL import Image
 from headstart.data.items import IMAGE_EXTENSIONS, is_image_path, open_image
 from headstart.errors import DataError, ImageTooLargeError, RequestError
 from headstart.modalities import register_modality
-from headstart.modalities.base import ExportInputs, Modality, Reject
+from headstart.modalities.base import ExportInputs, Modality, Reject, json_type
 from headstart.modalities.pixels import (
     ImagePreprocessor,
     decode_image,
@@ -190,8 +190,6 @@ class ImageModality(Modality):
         return {"images": ["<base64 PNG/JPEG>"]}
 
     def read_json_item(self, value: Any, where: str, limits: Any) -> bytes:
-        from headstart.modalities.text import json_type
-
         if not isinstance(value, str):
             raise RequestError(422, "invalid_item", f"{where} is {json_type(value)}; every image must be a base64 string.")
         data = value

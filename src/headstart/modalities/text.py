@@ -19,7 +19,7 @@ from headstart.data.items import is_valid_text
 from headstart.data.long_texts import cut_long_texts
 from headstart.errors import BundleError, DataError, RequestError
 from headstart.modalities import register_modality
-from headstart.modalities.base import ExportInputs, Modality, Reject
+from headstart.modalities.base import ExportInputs, Modality, Reject, json_type
 
 TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 TOKENIZER_FILE = "tokenizer.json"
@@ -78,7 +78,6 @@ class TextModality(Modality):
     classic_note = "word 1-2 grams"
     quantization = "dynamic"
     near_key_how = "normalised text"
-    near_fingerprint_how = "embedding"
     near_without_backbone = "case/whitespace only"
 
     # ------------------------------------------------------------------ reading
@@ -203,15 +202,6 @@ class TextModality(Modality):
 
     def serve_batches(self, items: list[Any], field: str, limits: Any, most: int) -> Iterator[tuple[list[int], list[Any]]]:
         yield list(range(len(items))), items  # the engine batches texts by length itself
-
-
-_JSON_TYPES = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", int: "a number",
-               float: "a number", type(None): "null"}
-
-
-def json_type(value: Any) -> str:
-    """How JSON calls a decoded value's type (for messages)."""
-    return _JSON_TYPES.get(type(value), type(value).__name__)
 
 
 def describe_text(tokenizer: Any, inputs: Sequence[str], *, file: str) -> dict[str, Any]:

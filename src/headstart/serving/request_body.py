@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from headstart.errors import RequestError
 from headstart.modalities import modalities
-from headstart.modalities.text import json_type
+from headstart.modalities.base import json_type
 from headstart.serving.limits import Limits
 
 if TYPE_CHECKING:
