@@ -11,6 +11,7 @@ import pytest
 import headstart
 from conftest import make_texts
 from headstart import BundleError, TransferClassifier
+from headstart.backbones.text import DEFAULT_WINDOW_POOLING, DEFAULT_WINDOWS
 from headstart.bundle import FORMAT_VERSION, MANIFEST, WEIGHTS, manifest_digest
 
 
@@ -38,7 +39,9 @@ def test_round_trip_gives_identical_probabilities(fitted: TransferClassifier, tm
     assert manifest["format_version"] == FORMAT_VERSION
     for key in ("task", "labels", "backbone", "strategy", "preprocessing", "metrics", "seed", "data", "files"):
         assert key in manifest, key
-    assert manifest["backbone"]["build"] == {"name": "tiny-bert", "kwargs": {"seed": 0, "max_length": 64, "pooling": "mean"}}
+    assert manifest["backbone"]["build"] == {"name": "tiny-bert", "kwargs": {"seed": 0, "max_length": 64, "pooling": "mean",
+                                                                      "windows": DEFAULT_WINDOWS,
+                                                                      "window_pooling": DEFAULT_WINDOW_POOLING}}
     assert manifest["fit"]["versions"]["safetensors"]
     assert sorted(p.name for p in (tmp_path / "b").iterdir()) == [MANIFEST, WEIGHTS]
 

@@ -93,11 +93,12 @@ def test_linear_probe_choices_are_recorded_and_validated() -> None:
     texts, labels = make_texts(12)
     clf = TransferClassifier(backbone="tiny-bert", cv=3, class_weight="balanced").fit(texts, labels)
     details = clf.strategy_details_
-    assert details["C_selection"].startswith("3-fold")
+    assert details["selection"].startswith("3-fold") and "balanced accuracy" in details["selection"]
     assert details["C"] in details["params"]["Cs"]
-    assert min(details["cv_log_loss"].values()) == pytest.approx(details["cv_best_log_loss"])
-    fixed = TransferClassifier(backbone="tiny-bert", C=0.1).fit(texts, labels)
-    assert fixed.strategy_details_["C"] == 0.1 and fixed.strategy_details_["C_selection"] == "fixed"
+    assert details["cv_accuracy"][f"{details['features']} C={details['C']:g}"] == details["cv_accuracy_chosen"]
+    fixed = TransferClassifier(backbone="tiny-bert", C=0.1, strategy_params={"features": "l2"}).fit(texts, labels)
+    assert fixed.strategy_details_["C"] == 0.1 and fixed.strategy_details_["features"] == "l2"
+    assert list(fixed.strategy_details_["cv_accuracy"]) == ["l2 C=0.1"]
     with pytest.raises(ConfigError, match="class_weight"):
         TransferClassifier(backbone="tiny-bert", class_weight="heavy").fit(texts, labels)
     with pytest.raises(ConfigError, match=r"unknown strategy 'linear-prob'\. Did you mean 'linear-probe'"):

@@ -109,7 +109,7 @@ def test_fit_image_folder_and_predict_images(image_folder: Path, tmp_path: Path,
 
 def test_predict_from_table_text_file_and_stdin(text_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    texts = ["good great lovely", "awful terrible bad"]
+    texts = ["good great lovely item 3", "awful terrible bad item 5"]
     table = tmp_path / "new.jsonl"
     pd.DataFrame({"text": texts}).to_json(table, orient="records", lines=True)
     code, out, _ = _run(capsys, "predict", text_bundle, table, "--json", "-q")
@@ -212,9 +212,19 @@ def test_fit_with_a_fine_tuning_strategy_shows_epochs_and_writes_its_weights(
     assert "epoch 1/2" in err and "val loss" in err  # per-epoch progress on stderr
     assert "phase partial" in stdout
     manifest = json.loads((out / "headstart.json").read_text())
-    assert manifest["backbone"]["weights_in_bundle"] is True
+    # The 4 validation items cannot show a gain over the probe (issue 15): the probe is the result,
+    # the bundle says why and holds no weights. Without validation the fine-tuned weights are written.
+    assert manifest["strategy"]["leave_probe"]["left_probe"] is False
+    assert manifest["backbone"]["weights_in_bundle"] is False
     assert manifest["strategy"]["params"]["unfreeze"] == 1 and manifest["strategy"]["params"]["epochs"] == 2
     assert not (out / "checkpoint").exists()  # the finished bundle replaced the run's checkpoint
+    unvalidated = tmp_path / "unvalidated"
+    code, _, err = _run(capsys, "fit", text_table, "--backbone", "tiny-bert", "--strategy", "partial",
+                        "--epochs", "1", "--unfreeze", "1", "--lr", "0.01", "--val-fraction", "0",
+                        "--set", "val_fraction=0", "--out", unvalidated)
+    assert code == 0, err
+    assert "no validation split" in err
+    assert json.loads((unvalidated / "headstart.json").read_text())["backbone"]["weights_in_bundle"] is True
 
 
 def test_resume_flags_are_checked(text_table: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -126,7 +126,9 @@ GOLDEN = [0.3746244013309479, 0.3674338161945343, 0.34480828046798706, 0.2964497
 
 
 def _clf(**settings: Any) -> TransferClassifier:
-    return TransferClassifier(backbone="tiny-bert", strategy="contrastive", cache=False, random_state=3,
+    # windows=1: pair training reads each text's first pair_max_length tokens, as the former loop did
+    # (windowed pair training: tests/test_long_documents.py).
+    return TransferClassifier(backbone="tiny-bert", strategy="contrastive", cache=False, random_state=3, windows=1,
                               strategy_params={"steps": 4, "pair_max_length": 5, "warmup": 0.5, "lr": 1e-3,
                                                **settings})
 

@@ -148,7 +148,9 @@ def test_export_passes_parity_and_the_bundle_still_loads(key: str, bundles: dict
     assert {"model.onnx", "model.safetensors"} <= set(manifest["files"])
     assert ("tokenizer.json" in manifest["files"]) is key.startswith("text")
     entry = manifest["onnx"]
-    assert entry["inputs"][0]["shape"][0] == "batch" and entry["output"]["shape"] == ["batch", 2]
+    # A text graph takes windows of tokens (one per short text) and their weights per text.
+    first = "windows" if key.startswith("text") else "batch"
+    assert entry["inputs"][0]["shape"][0] == first and entry["output"]["shape"] == ["batch", 2]
     assert entry["sha256"] == manifest["files"]["model.onnx"]["sha256"]
     # headstart.load still verifies the updated bundle and predicts exactly as before the export.
     items = _awkward_items(manifest["modality"], data["image"])
@@ -177,10 +179,12 @@ def test_dynamic_batch_and_sequence_axes(key: str, exported: dict[str, tuple[Pat
     reference = load_engine(folder, "torch").predict_proba(items)
     for batch_size in (1, 3, 5, 10):  # the graph was traced at batch 2
         engine = load_engine(folder, "onnx", batch_size=batch_size)
-        assert [i.shape[0] for i in engine.session.get_inputs()] == ["batch"] * len(engine.input_names)
+        # Text: windows of tokens (tests/test_long_documents.py), then the windows' weights per text.
+        axes = [("windows", "sequence")] * (len(engine.input_names) - 1) + [("batch", "windows")]
+        expected = axes if key.startswith("text") else [("batch",)] * len(engine.input_names)
+        assert [tuple(i.shape[:len(e)]) for i, e in zip(engine.session.get_inputs(), expected)] == expected
         assert np.abs(engine.predict_proba(items) - reference).max() <= PARITY_TOLERANCE
     if key.startswith("text"):
-        assert [i.shape[1] for i in engine.session.get_inputs()] == ["sequence"] * len(engine.input_names)
         lengths = {engine.preprocess([t])["input_ids"].shape[1] for t in items}
         assert len(lengths) > 1  # batches of one text each ran at several sequence lengths
 
@@ -204,8 +208,8 @@ def test_engine_choice(bundles: dict[str, Path], exported: dict[str, tuple[Path,
     assert meta["engine"] == "onnx" and meta["backbone"]["name"] == "tiny-bert" and meta["strategy"] == "linear-probe"
     assert meta["labels"] == manifest["labels"] and meta["metrics"]["accuracy"] == manifest["metrics"]["test"]["accuracy"]
     assert meta["bundle"] == str(folder) and meta["created"] and meta["onnx"]["int8"] is True
-    assert auto.predict(["good great lovely"]) == ["pos"]
-    assert load_engine(folder, "onnx", threads=1).predict(["good great lovely"]) == ["pos"]
+    assert auto.predict(["good great lovely item 3"]) == ["pos"]
+    assert load_engine(folder, "onnx", threads=1).predict(["good great lovely item 3"]) == ["pos"]
     auto.close()
 
 
@@ -235,7 +239,7 @@ import sys
 import headstart.serving.engine as e
 text = e.load_engine({str(exported['text-linear'][0])!r})
 image = e.load_engine({str(exported['image-linear'][0])!r}, "onnx-int8")
-assert text.predict(["good great lovely"]) == ["pos"]
+assert text.predict(["good great lovely item 3"]) == ["pos"]
 p = image.predict_proba([{str(png)!r}, open({str(png)!r}, "rb").read()])
 assert p.shape == (2, 2)
 heavy = [m for m in {HEAVY!r} if m in sys.modules]
@@ -355,7 +359,7 @@ def test_a_failed_export_leaves_the_bundle_unchanged(failure: Any, error: type[B
     assert _snapshot(bundle) == before
     assert [p.name for p in tmp_path.iterdir()] == ["copy"]  # no temporary folder left behind
     headstart.load(bundle)  # still verifies
-    assert load_engine(bundle, "onnx").predict(["good great lovely"]) == ["pos"]
+    assert load_engine(bundle, "onnx").predict(["good great lovely item 3"]) == ["pos"]
 
 
 def test_a_tampered_onnx_file_is_refused(exported: dict[str, tuple[Path, dict]], tmp_path: Path) -> None:
@@ -391,7 +395,7 @@ def test_unsupported_image_preprocessing_is_refused() -> None:
 def test_tokenisation_replays_the_hugging_face_tokenizer(tmp_path: Path) -> None:
     from headstart.backbones import create_backbone
 
-    backbone = create_backbone("tiny-bert", max_length=16)
+    backbone = create_backbone("tiny-bert", max_length=16, windows=1)  # windows: tests/test_long_documents.py
     texts = ["Hello, World!", "café naïve ☃", "a much longer text that runs well past sixteen tokens", "x"]
     expected = backbone.preprocess(texts)
     description = describe_text(backbone.tokenizer, list(expected), file="tokenizer.json")
@@ -416,7 +420,7 @@ def test_predict_engine_onnx_matches_torch(key: str, exported: dict[str, tuple[P
     folder, _ = exported[key]
     if key.startswith("text"):
         inputs = tmp_path / "lines.txt"
-        inputs.write_text("good great lovely\nawful terrible bad\nnice item 3\n")
+        inputs.write_text("good great lovely item 3\nawful terrible bad item 5\nnice item 3\n")
     else:
         inputs = data["image"] / "disc"
     results = {}

@@ -224,7 +224,7 @@ def test_cut_long_texts_grows_the_prefix_until_it_fills_the_window() -> None:
 
 
 def test_long_texts_are_cut_before_tokenising_with_unchanged_features() -> None:
-    backbone = create_backbone("tiny-bert")
+    backbone = create_backbone("tiny-bert", windows=1)  # the one-window cut (windows: test_long_documents.py)
     full = dict(backbone.tokenizer(LONG_TEXTS, padding=True, truncation=True, max_length=backbone.max_length,
                                    return_tensors="pt"))
     spy = Spy(backbone.tokenizer)
@@ -247,7 +247,7 @@ def assert_ordinary_texts_were_cut(lengths: list[int], bound: int) -> None:
 
 
 def test_the_onnx_engine_tokenizer_cuts_the_same_way(tmp_path: Path) -> None:
-    backbone = create_backbone("tiny-bert")
+    backbone = create_backbone("tiny-bert", windows=1)
     backbone.preprocess(["warm up"])  # describe_text reads the settings of the last call
     backbone.tokenizer.backend_tokenizer.save(str(tmp_path / "tokenizer.json"))
     description = describe_text(backbone.tokenizer, ["input_ids", "attention_mask"], file="tokenizer.json")
@@ -258,14 +258,14 @@ def test_the_onnx_engine_tokenizer_cuts_the_same_way(tmp_path: Path) -> None:
     got = preprocess(LONG_TEXTS)
     np.testing.assert_array_equal(got["input_ids"], np.asarray([e.ids for e in expected]))
     np.testing.assert_array_equal(got["attention_mask"], np.asarray([e.attention_mask for e in expected]))
-    torch_path = create_backbone("tiny-bert").preprocess(LONG_TEXTS)
+    torch_path = create_backbone("tiny-bert", windows=1).preprocess(LONG_TEXTS)
     np.testing.assert_array_equal(got["input_ids"], torch_path["input_ids"].numpy())  # torch and ONNX agree
     assert_ordinary_texts_were_cut(spy.lengths, 32 * preprocess.max_length)
 
 
 @pytest.mark.slow
 def test_minilm_features_equal_full_tokenisation_and_are_fast() -> None:
-    backbone = create_backbone("minilm")
+    backbone = create_backbone("minilm", windows=1)
     rng = np.random.default_rng(0)
     vocabulary = ["the", "offer", "FREE", "cruise!", "meeting", "at", "noon,", "naïve", "résumé", "e-mail", "3.5%"]
     texts = [" ".join(rng.choice(vocabulary, size=20_000)) for _ in range(4)] + LONG_TEXTS

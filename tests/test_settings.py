@@ -170,13 +170,13 @@ def test_strategies_command_lists_the_settings(capsys: pytest.CaptureFixture[str
 def probe_weights(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     """The class_weight of every linear probe fitted (start, fallback, head or floor)."""
     seen: list[Any] = []
-    real = linear_probe_module.fit_probe
+    real = linear_probe_module.probe_with_oof
 
-    def spy(features: np.ndarray, y: np.ndarray, **kwargs: Any) -> Any:
+    def spy(x: np.ndarray, y: np.ndarray, /, **kwargs: Any) -> Any:
         seen.append(kwargs.get("class_weight"))
-        return real(features, y, **kwargs)
+        return real(x, y, **kwargs)
 
-    monkeypatch.setattr(linear_probe_module, "fit_probe", spy)
+    monkeypatch.setattr(linear_probe_module, "probe_with_oof", spy)
     return seen
 
 

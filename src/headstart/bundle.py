@@ -54,7 +54,7 @@ __all__ = ["ALLOWED_SUFFIXES", "FORMAT_NAME", "FORMAT_VERSION", "MANIFEST", "WEI
 logger = logging.getLogger(__name__)
 
 FORMAT_NAME = "headstart-bundle"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the head may L2-normalise features ('head.normalize'); 1 still loads
 WEIGHTS = "model.safetensors"
 REPORT = "report.html"  # `headstart report` writes it into the bundle folder by default
 _LABEL_TYPES = (str, int, float, bool)
@@ -92,7 +92,7 @@ _FIELDS: tuple[tuple[str, tuple[type, ...], bool], ...] = (
     ("onnx.int8.file", (str,), True),
 )
 # Manifest fields naming a file the model uses: each must be one of the verified ``files``.
-_FILE_FIELDS = ("onnx.file", "onnx.int8.file", "onnx.preprocessing.tokenizer")
+_FILE_FIELDS = ("onnx.file", "onnx.int8.file", "onnx.preprocessing.tokenizer", "hybrid.vocabulary")
 
 
 def _manifest(clf: Any, extra: dict[str, Any]) -> dict[str, Any]:
@@ -108,8 +108,8 @@ def _manifest(clf: Any, extra: dict[str, Any]) -> dict[str, Any]:
             "weights_sha256": clf.backbone_.weights_sha256(),
             "weights_in_bundle": bool(clf.backbone_changed_),
         },
-        "head": {"type": "linear", "in_features": clf.head_.in_features, "n_classes": clf.head_.n_classes,
-                 "standardize": True, "output": "softmax"},
+        "head": clf.head_.config(),
+        **({"hybrid": clf.hybrid_.manifest()} if getattr(clf, "hybrid_", None) is not None else {}),
         "preprocessing": spec.preprocessing,
         "strategy": clf.strategy_details_,
         "params": clf.get_params(),
@@ -296,18 +296,28 @@ def save_bundle(clf: Any, path: str | Path, *, extra: dict[str, Any] | None = No
     tensors = {f"head.{k}": v.detach().cpu().contiguous() for k, v in clf.head_.state_dict().items()}
     if clf.backbone_changed_:
         tensors.update({f"backbone.{k}": v.detach().cpu().contiguous() for k, v in clf.backbone_.state_dict().items()})
+    hybrid = getattr(clf, "hybrid_", None)
+    files: dict[str, str | None] = {WEIGHTS: None}  # name -> text to write (the weights are written apart)
+    if hybrid is not None:
+        import json
+
+        import numpy as np
+        import torch
+
+        tensors.update({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in hybrid.tensors().items()})
+        files[hybrid.manifest()["vocabulary"]] = json.dumps(hybrid.classic.vocabulary, ensure_ascii=False)
     manifest = _manifest(clf, extra or {})
     check_labels(manifest["labels"], manifest["head"]["n_classes"], f"the model to be saved in {out}")
     attachments = dict(attachments or {})
     for name in attachments:
-        if Path(name).name != name or not name.endswith(ALLOWED_SUFFIXES) or name in (MANIFEST, WEIGHTS):
+        if Path(name).name != name or not name.endswith(ALLOWED_SUFFIXES) or name in (MANIFEST, *files):
             raise BundleError(f"cannot attach {name!r} to a bundle: a plain .html/.svg/.png/.json name is needed.")
     manifest["attachments"] = sorted(attachments)
     with atomic_folder(out) as tmp:
         save_file(tensors, str(tmp / WEIGHTS), metadata={"format": FORMAT_NAME})
-        for name, text in attachments.items():
+        for name, text in [*attachments.items(), *((n, t) for n, t in files.items() if t is not None)]:
             write_file(tmp / name, text)
-        write_manifest(tmp, manifest, files=[WEIGHTS])
+        write_manifest(tmp, manifest, files=list(files))
     logger.info("bundle written to %s", out)
     return out
 
@@ -341,8 +351,8 @@ def read_bundle(path: str | Path) -> tuple[Any, Any, dict[str, Any]]:
     """
     from safetensors.torch import load_file
 
-    from headstart.backbones import create_backbone
-    from headstart.heads import LinearHead
+    from headstart.backbones import rebuild_backbone
+    from headstart.heads import NORMALIZATIONS, LinearHead
 
     folder = Path(path)
     manifest = read_manifest(folder)
@@ -353,7 +363,7 @@ def read_bundle(path: str | Path) -> tuple[Any, Any, dict[str, Any]]:
     spec = manifest["backbone"]
     build = spec.get("build") or {"name": spec["name"], "kwargs": {}}
     try:
-        backbone = create_backbone(build["name"], **build.get("kwargs", {}))
+        backbone = rebuild_backbone(build, spec.get("preprocessing") or {})
     except (TypeError, ValueError) as e:
         raise BundleError(f"{folder}: the backbone cannot be rebuilt from {MANIFEST} ('backbone.build': {e}); "
                           "the bundle is damaged or from another headstart version. Refit it.") from e
@@ -377,7 +387,11 @@ def read_bundle(path: str | Path) -> tuple[Any, Any, dict[str, Any]]:
         raise BundleError(f"{folder}: the head's weights have shape {shape} (classes, features), but {MANIFEST} "
                           f"describes {head_cfg['n_classes']} labels and {head_cfg['in_features']} features; the "
                           "bundle is damaged. Refit, or restore it from a good copy.")
-    head = LinearHead(int(head_cfg["in_features"]), int(head_cfg["n_classes"]))
+    normalize = head_cfg.get("normalize", "none")  # format 1 bundles predate the setting: none
+    if normalize not in NORMALIZATIONS:
+        raise BundleError(f"{folder}: {MANIFEST} 'head.normalize' is {normalize!r}, not one of {NORMALIZATIONS}; "
+                          "the bundle is damaged or from a newer headstart. Refit, or upgrade headstart.")
+    head = LinearHead(int(head_cfg["in_features"]), int(head_cfg["n_classes"]), normalize=normalize)
     head_state = {k[len("head."):]: v for k, v in tensors.items() if k.startswith("head.")}
     try:
         head.load_state_dict(head_state, strict=True)

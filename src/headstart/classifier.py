@@ -20,6 +20,7 @@ from headstart.errors import BackboneError, ConfigError, NotFittedError
 from headstart.evaluation import check_known_labels, classification_metrics, slice_metrics
 from headstart.features import extract_features, resolve_device
 from headstart.heads import LinearHead
+from headstart.hybrid import HYBRID_MODES, Hybrid, read_hybrid, stack
 from headstart.modalities import get_modality
 from headstart.progress import ProgressReporter
 from headstart.provenance import environment, package_versions, utc_now
@@ -57,7 +58,13 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         cv: cross-validation folds for choosing ``C``.
         class_weight: ``None`` or ``"balanced"`` (also in the linear probe fine-tuning starts from
             and falls back to).
+        hybrid: ``"auto"`` stacks the classic model (TF-IDF for text) with the transfer model when
+            that clearly beats the transfer model alone on out-of-fold predictions
+            (:mod:`headstart.hybrid`); ``"off"`` never does.
         max_length: token limit for text backbones (``None``: the backbone's default).
+        windows: text backbones: the most windows of ``max_length`` tokens read per long text,
+            their pooled vectors averaged (``None``: the backbone's default, 16; ``1``: only the
+            first ``max_length`` tokens). Texts that fit one window are unaffected.
         batch_size: items per forward pass.
         device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
         cache: ``True`` for the default embedding cache, a folder path, or ``False``.
@@ -68,7 +75,9 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         backbone_: the fitted model's backbone.
         head_: the classification head.
         n_features_in_: the backbone's feature size.
-        strategy_details_: what the strategy chose and measured.
+        strategy_details_: what the strategy chose and measured (``"hybrid"``: whether the
+            classic model was stacked in, and the evidence).
+        hybrid_: the stacked classic model (:class:`headstart.hybrid.Hybrid`) or ``None``.
         metrics_: held-out metrics (``{"test": {...}}``) when the data had a test split.
         fit_info_: seed, versions, data fingerprint and timing of the fit.
 
@@ -101,7 +110,9 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         budget: str | float | None = None,
         strategy_params: dict[str, Any] | None = None,
         class_weight: str | None = None,
+        hybrid: str = "auto",
         max_length: int | None = None,
+        windows: int | None = None,
         batch_size: int = 32,
         device: str = "auto",
         cache: bool | str | Path = True,
@@ -126,7 +137,9 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         self.budget = budget
         self.strategy_params = strategy_params
         self.class_weight = class_weight
+        self.hybrid = hybrid
         self.max_length = max_length
+        self.windows = windows
         self.batch_size = batch_size
         self.device = device
         self.cache = cache
@@ -153,7 +166,9 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
     def _build_backbone(self, modality: str, name: str | None = None) -> Backbone:
         kind = get_modality(modality)
         name = name or self.backbone or kind.default_backbone
-        kwargs: dict[str, Any] = dict(kind.backbone_options(self.max_length))
+        # windows only when set: a plugin modality's older backbone_options(max_length) still works.
+        kwargs: dict[str, Any] = dict(kind.backbone_options(self.max_length, **(
+            {"windows": self.windows} if self.windows is not None else {})))
         if self.weights:
             if not name.startswith("timm:"):
                 raise ConfigError(f"weights={self.weights!r} applies to timm:ARCH backbones, not {name!r}.")
@@ -215,6 +230,12 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
             raise ConfigError(f"batch_size={self.batch_size!r}; give a positive integer.")
         if self.max_length is not None and (not isinstance(self.max_length, int) or self.max_length < 1):
             raise ConfigError(f"max_length={self.max_length!r}; give a positive integer or None.")
+        if self.windows is not None and (not isinstance(self.windows, (int, np.integer)) or isinstance(self.windows, bool)
+                                         or self.windows < 1):
+            raise ConfigError(f"windows={self.windows!r}; give a positive integer (1: only the first max_length "
+                              "tokens of a text) or None.")
+        if self.hybrid not in HYBRID_MODES:
+            raise ConfigError(f"hybrid={self.hybrid!r}; give one of {', '.join(HYBRID_MODES)}.")
 
     # --------------------------------------------------------------- public API
     def fit(
@@ -277,6 +298,8 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         self.classes_ = np.array(fitted.classes)
         self.n_features_in_ = int(fitted.head.in_features)
         self.strategy_details_ = {"name": fitted.strategy, "params": fitted.params, **fitted.details}
+        self.hybrid_, self.strategy_details_["hybrid"] = stack(fitted, self.hybrid, seed=seed,
+                                                               class_weight=self.class_weight)
         self.backbone_changed_ = fitted.backbone_changed
         self.metrics_ = {}
         if test is not None and len(test):
@@ -316,7 +339,11 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         features = extract_features(self.backbone_, data, cache=self._cache(), batch_size=self.batch_size,
                                     device=resolve_device(self.device), progress=progress)
         self.head_.to("cpu")
-        return self.head_.predict_proba(features)
+        proba = self.head_.predict_proba(features)
+        hybrid = getattr(self, "hybrid_", None)
+        if hybrid is not None:
+            proba = hybrid.blend(proba, get_modality(data.modality).classic_inputs(data.items, data.locators))
+        return proba
 
     def _data_for_inference(self, X: Any) -> Dataset:
         self._check_fitted()
@@ -418,10 +445,12 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         self._check_fitted()
         return save_bundle(self, path, extra=extra, attachments=attachments)
 
-    def _set_fitted(self, backbone: Backbone, head: LinearHead, classes: list[Any], manifest: dict[str, Any]) -> None:
+    def _set_fitted(self, backbone: Backbone, head: LinearHead, classes: list[Any], manifest: dict[str, Any],
+                    hybrid: Hybrid | None = None) -> None:
         """Restore learned state from a bundle (used by :func:`headstart.load`)."""
         self.backbone_ = backbone
         self.head_ = head
+        self.hybrid_ = hybrid
         self.classes_ = np.array(classes)
         self.n_features_in_ = int(head.in_features)
         self.strategy_details_ = manifest.get("strategy", {})
@@ -436,5 +465,5 @@ def load_bundle(path: str | Path) -> TransferClassifier:
     params = TransferClassifier().get_params()
     params.update({k: v for k, v in manifest.get("params", {}).items() if k in params})
     clf = TransferClassifier(**params)
-    clf._set_fitted(backbone, head, manifest["labels"], manifest)
+    clf._set_fitted(backbone, head, manifest["labels"], manifest, read_hybrid(path, manifest))
     return clf

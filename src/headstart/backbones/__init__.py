@@ -7,6 +7,7 @@ from headstart.backbones.registry import (
     create_backbone,
     get_info,
     list_backbones,
+    rebuild_backbone,
     register,
 )
 
@@ -19,5 +20,6 @@ __all__ = [
     "get_info",
     "list_backbones",
     "move_to",
+    "rebuild_backbone",
     "register",
 ]

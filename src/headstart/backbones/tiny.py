@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from headstart.backbones.registry import BackboneInfo, register
-from headstart.backbones.text import HFTextBackbone
+from headstart.backbones.text import DEFAULT_WINDOW_POOLING, DEFAULT_WINDOWS, HFTextBackbone
 from headstart.backbones.vision import TimmBackbone
 
 _SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -46,7 +46,8 @@ def tiny_tokenizer() -> Any:
     )
 
 
-def create_tiny_bert(seed: int = 0, max_length: int = 64, pooling: str = "mean") -> HFTextBackbone:
+def create_tiny_bert(seed: int = 0, max_length: int = 64, pooling: str = "mean", windows: int = DEFAULT_WINDOWS,
+                     window_pooling: str = DEFAULT_WINDOW_POOLING) -> HFTextBackbone:
     from transformers import BertConfig, BertModel
 
     tokenizer = tiny_tokenizer()
@@ -59,8 +60,9 @@ def create_tiny_bert(seed: int = 0, max_length: int = 64, pooling: str = "mean")
         model = BertModel(config)
     return HFTextBackbone(
         model, tokenizer, name="tiny-bert", pooling=pooling, max_length=max_length, normalize=False,
-        source="random init (2-layer BERT, hidden 32)", license="Apache-2.0", offline=True,
-        build={"name": "tiny-bert", "kwargs": {"seed": seed, "max_length": max_length, "pooling": pooling}},
+        windows=windows, window_pooling=window_pooling, source="random init (2-layer BERT, hidden 32)", license="Apache-2.0", offline=True,
+        build={"name": "tiny-bert", "kwargs": {"seed": seed, "max_length": max_length, "pooling": pooling,
+                                               "windows": windows, "window_pooling": window_pooling}},
     )
 
 

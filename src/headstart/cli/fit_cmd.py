@@ -65,6 +65,7 @@ def fit(
     c: Annotated[float | None, typer.Option("--C", help="Fix the head's inverse regularisation (default: cross-validated).")] = None,
     cv: Annotated[int, typer.Option(min=2, help="Cross-validation folds for choosing C.")] = 5,
     class_weight: Annotated[ClassWeight, typer.Option(help="Weight classes by inverse frequency.")] = ClassWeight.none,
+    hybrid: Annotated[str, typer.Option(help="auto: stack the classic model (TF-IDF for text) with the transfer model when that clearly wins in cross-validation; off: never.")] = "auto",
     epochs: Annotated[int | None, typer.Option(min=1, help="Fine-tuning: maximum epochs (early stopping may end sooner).")] = None,
     lr: Annotated[float | None, typer.Option(help="Fine-tuning: learning rate of the head (backbone groups get less).")] = None,
     layer_decay: Annotated[float | None, typer.Option(help="Fine-tuning: each layer group below trains at this fraction of the one above.")] = None,
@@ -80,6 +81,8 @@ def fit(
     set_: Annotated[list[str] | None, typer.Option("--set", metavar="KEY=VALUE", help="Any setting of the chosen strategy, e.g. --set steps=40 --set pairing=sampled (repeatable; `headstart strategies` lists them).")] = None,
     resume: Annotated[Path | None, typer.Option(help="Continue the interrupted fit whose --out folder this is.")] = None,
     max_length: Annotated[int | None, typer.Option(min=1, help="Token limit for text backbones.")] = None,
+    windows: Annotated[int | None, typer.Option(min=1, help="Text backbones: the most windows of --max-length tokens "
+                                                "read per long text (default 16; 1: only the first window).")] = None,
     batch_size: BatchSize = 32,
     device: Device = "auto",
     cache_dir: CacheDir = None,
@@ -89,7 +92,7 @@ def fit(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="More diagnostics on stderr.")] = False,
     compare: Annotated[bool, typer.Option("--compare/--no-compare", help="Train the baselines (trivial, classic, same network with random weights, from scratch) and state whether transfer helps.")] = True,
     learning_curve: Annotated[bool, typer.Option("--learning-curve/--no-learning-curve", help="Accuracy at 10/25/50/100% of the labels, transfer vs no pretraining.")] = True,
-    scratch_budget: Annotated[float | None, typer.Option(min=0.0, help="Seconds for the from-scratch network (default: the fit's own time, at least 60; 0 skips it).")] = None,
+    scratch_budget: Annotated[float | None, typer.Option(min=0.0, help="Wall-clock seconds for the whole from-scratch baseline (default: the fit's own time, at least 15; 0 skips it).")] = None,
     seeds: Annotated[int, typer.Option(min=1, help="Refit transfer and baselines with this many seeds and report the spread.")] = 1,
     report: Annotated[bool, typer.Option("--report", help="Also write report.html into the bundle folder.")] = False,
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI (default: $HEADSTART_TRACKING_URI or sqlite:///mlruns.db here).")] = None,
@@ -119,7 +122,7 @@ def fit(
         progress=progress, callbacks={} if quiet else {"on_epoch_end": [render.print_epoch]}, step=step,
         on_audit=None if quiet else _print_preflight,
         weights=weights, C=c, cv=cv, class_weight=None if class_weight is ClassWeight.none else class_weight.value,
-        max_length=max_length, batch_size=batch_size, device=device, cache=cache_arg(cache_dir, no_cache),
+        hybrid=hybrid, max_length=max_length, windows=windows, batch_size=batch_size, device=device, cache=cache_arg(cache_dir, no_cache),
         epochs=epochs, lr=lr, layer_decay=layer_decay, unfreeze=unfreeze, lora_rank=lora_rank, patience=patience,
         loss=loss.value if loss else None, label_smoothing=label_smoothing, augment=augment, grad_accum=grad_accum,
         schedule=schedule.value if schedule else None, budget=budget, strategy_params=settings or None,
@@ -145,8 +148,13 @@ def _print_fit_summary(result: dict[str, Any]) -> None:
                         f"{len(d['classes'])} classes; {splits}) fingerprint {d['fingerprint'][:12]}")
     render.stdout.print(f"[bold]backbone[/]  {b['name']} ({render.human_count(b['n_params'])} params, "
                         f"{b['feature_dim']}-d, {'offline' if b['offline'] else 'hub'}) — {b['source']}")
-    chosen = f"C={s['C']:g} ({s['C_selection']})" if s.get("C_selection") else ""
+    chosen = f"{s['features']} features, C={s['C']:g} ({s['selection']})" if s.get("selection") else ""
     render.stdout.print(f"[bold]strategy[/]  {s['name']} {chosen}; {result['fit_seconds']:.1f}s")
+    hybrid = s.get("hybrid") or {}
+    if hybrid.get("used"):
+        stacked = hybrid["cv_accuracy"][f"w={hybrid['weight']:g}"]
+        render.stdout.print(f"[bold]hybrid[/]    stacked with classic TF-IDF (transfer weight {hybrid['weight']:.1f}): "
+                            f"cross-validated accuracy {hybrid['transfer_cv_accuracy']:.3f} alone, {stacked:.3f} stacked")
     if s["name"] == "auto":
         render.auto_decisions(s)
     for phase in s.get("phases", []):

@@ -1,12 +1,14 @@
-"""Cutting long texts before tokenisation without changing what the model reads.
+"""Long texts: cut before tokenisation without changing what the model reads, and read as windows.
 
-A text backbone reads only its first ``max_length`` tokens, but a tokenizer asked to truncate
-still normalises, pre-tokenises and tokenises the whole text first: 64 texts of 100k characters
-cost seconds and a gigabyte. :func:`cut_long_texts` hands the tokenizer a prefix instead, one
-that provably tokenises to the same first ``max_length`` tokens. The torch backbone
-(:mod:`headstart.backbones.text`) and the torch-free ONNX engine
-(:mod:`headstart.modalities.text`) both call it, so training, ``predict`` and ``serve``
-agree token for token.
+A text backbone reads its first ``max_length`` tokens (a windowed one, up to ``windows`` windows
+chosen among its first ``span`` windows: :func:`select_windows`), but a tokenizer asked to
+truncate still normalises, pre-tokenises and tokenises the whole text first: 64 texts of 100k
+characters cost seconds and a gigabyte. :func:`cut_long_texts` hands the tokenizer a prefix
+instead, one that provably tokenises to the same first ``max_length`` tokens (a windowed text:
+the same first :func:`window_span_tokens`, so the same first ``span`` windows). The torch
+backbone (:mod:`headstart.backbones.text`) and the torch-free ONNX engine
+(:mod:`headstart.modalities.text`) both call these, so training, ``predict`` and ``serve`` agree
+token for token and window for window.
 
 Why the cut is safe (the argument the tests check on tiny-bert and MiniLM):
 
@@ -34,10 +36,15 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 
+import numpy as np
+
 # Characters read per token of max_length before the first cut: generous (English runs at 4-6
 # characters per WordPiece token), so the check in step 2 almost never has to grow the prefix.
 CHARS_PER_TOKEN = 32
 GROWTH = 4
+# The first prefix tried for the span of a windowed text (many windows: a generous bound would
+# tokenise far more than needed); too short a prefix is caught by the check and grown.
+WINDOW_CHARS_PER_TOKEN = 8
 
 
 def cut_long_texts(texts: Sequence[str], max_tokens: int, count_tokens: Callable[[list[str]], list[int]], *,
@@ -85,3 +92,42 @@ def cut_at_word(text: str, at_least: int) -> str:
     a space following a non-space (so with a whole word); ``text`` itself when there is none."""
     found = _WORD_END.search(text, max(at_least - 1, 0))
     return text[:found.start() + 1] if found else text
+
+
+def window_span_tokens(max_length: int, n_special: int, overlap: int, span: int) -> int:
+    """Tokens (special tokens included) a text needs for ``span`` full windows of ``max_length``
+    tokens that overlap by ``overlap``: how far :func:`cut_long_texts` must keep a text's start."""
+    content = max_length - n_special
+    return content + (span - 1) * (content - overlap) + n_special
+
+
+def select_windows(owner: Sequence[int], n_texts: int, cap: int, span: int) -> tuple[list[int], np.ndarray]:
+    """The windows read and how they are pooled, from each window's text (``owner``, in order).
+
+    Only a text's first ``span`` windows are considered (so reading a text costs at most
+    ``span`` windows of tokenising, however long it is); of those, a text with more than ``cap``
+    keeps ``cap`` spread evenly from the first to the last (both kept). ``span == cap``: the
+    first ``cap`` windows. Returns the kept rows, in order, and ``[n_texts, len(rows)]`` float32
+    weights averaging each text's kept windows. Numpy only: the ONNX engine replays it.
+
+    Example:
+        >>> rows, weights = select_windows([0, 0, 0, 0, 0, 0, 1], 2, 3, span=5)
+        >>> rows, weights.tolist()
+        ([0, 2, 4, 6], [[0.3333333432674408, 0.3333333432674408, 0.3333333432674408, 0.0], [0.0, 0.0, 0.0, 1.0]])
+    """
+    by_text: list[list[int]] = [[] for _ in range(n_texts)]
+    for row, text in enumerate(owner):
+        by_text[int(text)].append(row)
+    rows: list[int] = []
+    spans = []
+    for text_rows in by_text:
+        text_rows = text_rows[:span]
+        if len(text_rows) > cap:
+            picks = np.round(np.linspace(0, len(text_rows) - 1, cap)).astype(int)
+            text_rows = [text_rows[i] for i in sorted(set(picks.tolist()))]
+        spans.append((len(rows), len(text_rows)))
+        rows += text_rows
+    weights = np.zeros((n_texts, len(rows)), dtype=np.float32)
+    for i, (start, count) in enumerate(spans):
+        weights[i, start:start + count] = np.float32(1.0) / np.float32(count)
+    return rows, weights

@@ -41,8 +41,8 @@ def prove(clf: Any, data: Dataset, *, compare: bool = True, learning_curve: bool
         data: the dataset it was fitted on, with its ``train``/``val``/``test`` splits.
         compare: train the baselines and state a verdict (off: only the model's own evidence).
         learning_curve: probes at 10/25/50/100% of the training labels (cheap: cached features).
-        scratch_budget: seconds for the from-scratch network (default: the transfer fit's time,
-            at least 60 s); 0 skips it.
+        scratch_budget: wall-clock seconds for the whole from-scratch baseline (default: the
+            transfer fit's time, at least ``SCRATCH_BUDGET_FLOOR`` s of baselines.py); 0 skips it.
         seeds: > 1 refits the transfer model and the seeded baselines with further seeds and
             reports the spread.
         command: the command line that produced the model.
@@ -77,30 +77,45 @@ def prove(clf: Any, data: Dataset, *, compare: bool = True, learning_curve: bool
         report["slices"] = slice_metrics(test.labels, proba, classes, test.slices)
     y_test = np.array([classes.index(v) for v in test.labels])
     transfer_correct = proba.argmax(1) == y_test
-    report["comparison"].append({"name": f"transfer: {clf.strategy_details_.get('name')} on {clf.backbone_.spec.name}",
+    hybrid = getattr(clf, "hybrid_", None)
+    name = f"{clf.strategy_details_.get('name')} on {clf.backbone_.spec.name}"
+    if hybrid is not None:
+        name = f"hybrid: {name} (weight {hybrid.weight:.1f}) + classic TF-IDF (weight {1 - hybrid.weight:.1f})"
+    report["comparison"].append({"name": name if hybrid is not None else f"transfer: {name}",
                                  "kind": "transfer", **_summary(metrics),
                                  "fit_seconds": clf.fit_info_.get("fit_seconds"), "note": "this model"})
     report["mistakes"] = mistakes(test, proba, classes)
 
     device = resolve_device(clf.device)
     pretrained = clf._build_backbone(data.modality) if clf.backbone_changed_ else clf.backbone_
-    random_train = random_test = None
+    random_train = random_test = classic_proba = None
     if compare:
         found, random_train, random_test = _baselines(clf, pretrained, learned, test, classes, seed, device,
                                                       scratch_budget, step)
+        classic_proba = next((b.proba for b in found if b.kind == "classic"), None)
         for b in found:
             m = classification_metrics(test.labels, b.proba, classes)
             report["comparison"].append({"name": b.name, "kind": b.kind, **_summary(m),
-                                         "fit_seconds": round(b.fit_seconds, 2), "note": b.note})
+                                         "fit_seconds": round(b.fit_seconds, 2), "note": b.note,
+                                         **({"details": b.details} if b.details else {})})
         seed_runs = _more_seeds(clf, data, pretrained, learned, test, classes, seed, seeds, device,
                                 scratch_budget, step) if seeds > 1 else None
         report["verdict"] = verdict(
             transfer_correct, [{"name": b.name, "correct": b.proba.argmax(1) == y_test} for b in found],
             seed=seed, seed_runs=seed_runs)
+        if hybrid is not None:
+            evidence = clf.strategy_details_.get("hybrid") or {}
+            report["verdict"]["hybrid"] = {"weight": hybrid.weight, **{k: evidence.get(k) for k in (
+                "transfer_cv_accuracy", "classic_cv_accuracy", "gain_over_transfer", "standard_error")}}
+            report["verdict"]["explanation"] += (
+                f" This model is a hybrid: {name}, stacked because in cross-validation on the training labels it "
+                f"beat the transfer model alone by {evidence.get('gain_over_transfer', 0) * 100:.1f} points. Its "
+                "classic part is trained like the classic baseline, so the difference to that baseline is what the "
+                "pretrained part adds.")
     if learning_curve:
         step("learning curve (10/25/50/100% of the labels)")
         report["learning_curve"] = curve(clf, pretrained, learned, test, classes, seed, random_train, random_test,
-                                         compare)
+                                         compare, classic_proba)
     step("timing predictions")
     report["latency"] = latency(clf, test, device)
     return report
@@ -121,15 +136,19 @@ def _baselines(clf: Any, pretrained: Any, learned: Dataset, test: Dataset, class
     found.append(rf)
     budget = _scratch_budget(clf, scratch_budget)
     if budget > 0:
-        step(f"baseline: the network trained from scratch ({budget:.0f}s budget)")
-        found.append(B.scratch(pretrained, learned, test, classes, budget_seconds=budget, seed=seed, device=device))
+        step(f"baseline: the network trained from scratch ({B.seconds(budget)}s budget)")
+        # It starts from the very random weights random features came from: their features are reused.
+        known = B.KnownFeatures.of([(learned, random_train), (test, random_test)], rf.details)
+        found.append(B.scratch(pretrained, learned, test, classes, budget_seconds=budget, seed=seed, device=device,
+                               known=known))
     return found, random_train, random_test
 
 
 def _scratch_budget(clf: Any, scratch_budget: float | None) -> float:
+    """The given budget, or the transfer fit's own time (the same compute), at least ``B.SCRATCH_BUDGET_FLOOR``."""
     if scratch_budget is not None:
         return float(scratch_budget)
-    return max(60.0, float(clf.fit_info_.get("fit_seconds") or 0.0))
+    return max(B.SCRATCH_BUDGET_FLOOR, float(clf.fit_info_.get("fit_seconds") or 0.0))
 
 
 def _more_seeds(clf: Any, data: Dataset, pretrained: Any, learned: Dataset, test: Dataset, classes: list[Any],
@@ -163,9 +182,11 @@ def subsample(data: Dataset, fraction: float, seed: int) -> np.ndarray:
 
 
 def curve(clf: Any, pretrained: Any, learned: Dataset, test: Dataset, classes: list[Any], seed: int,
-          random_train: np.ndarray | None, random_test: np.ndarray | None, compare: bool) -> dict[str, Any]:
+          random_train: np.ndarray | None, random_test: np.ndarray | None, compare: bool,
+          classic_proba: np.ndarray | None = None) -> dict[str, Any]:
     """Test accuracy of the probe on pretrained features vs the baselines' feature models as the
-    number of training labels grows (10/25/50/100%)."""
+    number of training labels grows (10/25/50/100%). ``classic_proba``: the classic baseline's test
+    probabilities, fitted on all of ``learned`` (the curve's last point), when it ran already."""
     cache = clf._cache()
     device = resolve_device(clf.device)
     f_train = extract_features(pretrained, learned, cache=cache, batch_size=clf.batch_size, device=device)
@@ -185,8 +206,10 @@ def curve(clf: Any, pretrained: Any, learned: Dataset, test: Dataset, classes: l
     if compare:
         classic_values = []
         for idx in subsets:
-            b = B.classic(learned.subset(idx), test, classes, seed)
-            classic_values.append(float((b.proba.argmax(1) == y_test).mean()))
+            # every label (the subset is all of `learned`, in order): the classic baseline itself
+            proba = classic_proba if classic_proba is not None and len(idx) == len(learned) else None
+            proba = proba if proba is not None else B.classic(learned.subset(idx), test, classes, seed).proba
+            classic_values.append(float((proba.argmax(1) == y_test).mean()))
         series.append({"name": "no pretraining: classic model", "values": classic_values, "sd": None})
         if random_train is not None and random_test is not None:
             series.append({"name": "no pretraining: random weights + probe",

@@ -142,8 +142,9 @@ class Modality:
         return 0.0
 
     # ------------------------------------------------------------------ model
-    def backbone_options(self, max_length: int | None) -> dict[str, Any]:
-        """Keyword arguments for ``create_backbone`` from the estimator's settings."""
+    def backbone_options(self, max_length: int | None, windows: int | None = None) -> dict[str, Any]:
+        """Keyword arguments for ``create_backbone`` from the estimator's settings (``windows`` is
+        passed only when set)."""
         return {}
 
     def register_backbones(self) -> None:

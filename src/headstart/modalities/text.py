@@ -16,12 +16,13 @@ from typing import Any
 import numpy as np
 
 from headstart.data.items import is_valid_text
-from headstart.data.long_texts import cut_long_texts
+from headstart.data.long_texts import WINDOW_CHARS_PER_TOKEN, cut_long_texts, select_windows
 from headstart.errors import BundleError, DataError, RequestError
 from headstart.modalities import register_modality
 from headstart.modalities.base import ExportInputs, Modality, Reject, json_type
 
 TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+WINDOW_WEIGHTS = "window_weights"  # [texts, windows]: how a windowed graph averages each text's windows
 TOKENIZER_FILE = "tokenizer.json"
 PREVIEW_CHARS = 300
 MAX_SHINGLE_CHARS = 200_000  # shingling reads at most this much of a text (as the audit always did)
@@ -138,8 +139,8 @@ class TextModality(Modality):
         return float(len(item))
 
     # ------------------------------------------------------------------ model
-    def backbone_options(self, max_length: int | None) -> dict[str, Any]:
-        return {"max_length": max_length} if max_length else {}
+    def backbone_options(self, max_length: int | None, windows: int | None = None) -> dict[str, Any]:
+        return {k: v for k, v in (("max_length", max_length), ("windows", windows)) if v}
 
     def auto_candidates(self, per_class: float, gpu: bool) -> list[tuple[str, dict[str, Any], str]]:
         if per_class <= 64:
@@ -164,13 +165,23 @@ class TextModality(Modality):
 
     # ------------------------------------------------------------------ export and serving
     def export_inputs(self, backbone: Any, items: list[Any], folder: Path) -> ExportInputs:
-        encoded = backbone.preprocess(list(items))
+        windowed = getattr(backbone, "windows", 1) > 1
+        # A windowed backbone's graph always takes windows (one per short text) and their weights.
+        encoded = backbone.encode_windows(list(items)) if windowed else backbone.preprocess(list(items))
         batch = {k: v for k, v in encoded.items() if k in TEXT_INPUTS}
         description = describe_text(backbone.tokenizer, list(batch), file=TOKENIZER_FILE)
         backbone.tokenizer.backend_tokenizer.save(str(folder / TOKENIZER_FILE))
-        return ExportInputs(batch=batch, axes={k: {0: "batch", 1: "sequence"} for k in batch},
-                            preprocessing=description, limits={"sequence": int(backbone.max_length)},
-                            files=[TOKENIZER_FILE])
+        axes = {k: {0: "windows" if windowed else "batch", 1: "sequence"} for k in batch}
+        if windowed:
+            batch[WINDOW_WEIGHTS] = encoded[WINDOW_WEIGHTS]
+            axes[WINDOW_WEIGHTS] = {0: "batch", 1: "windows"}
+            # The overlap is the truncation's stride (in description["truncation"]); replayed by TextPreprocessor.
+            description["windows"] = {
+                "max": int(backbone.windows), "overlap": int(backbone.window_overlap), "select": "spread",
+                "span": int(backbone.window_span), "span_tokens": int(backbone.window_span_tokens),
+                "pooling": backbone.window_pooling, "cut_chars_per_token": WINDOW_CHARS_PER_TOKEN}
+        return ExportInputs(batch=batch, axes=axes, preprocessing=description,
+                            limits={"sequence": int(backbone.max_length)}, files=[TOKENIZER_FILE])
 
     def preprocessor(self, description: dict[str, Any], folder: Path) -> TextPreprocessor:
         return TextPreprocessor(description, folder)
@@ -217,7 +228,9 @@ def describe_text(tokenizer: Any, inputs: Sequence[str], *, file: str) -> dict[s
 
 
 class TextPreprocessor:
-    """Texts -> int64 ``input_ids``, ``attention_mask`` (and ``token_type_ids``) ``[B, T]``."""
+    """Texts -> int64 ``input_ids``, ``attention_mask`` (and ``token_type_ids``) ``[B, T]``; for a
+    windowed export, ``[W, T]`` windows and float32 ``window_weights`` ``[B, W]``, chosen as the torch
+    backbone chooses them (:meth:`headstart.backbones.text.HFTextBackbone.encode_windows`)."""
 
     def __init__(self, description: dict[str, Any], folder: Path) -> None:
         from tokenizers import Tokenizer
@@ -234,18 +247,45 @@ class TextPreprocessor:
                                       pad_token=pad["pad_token"])
         self.add_special_tokens = bool(description.get("add_special_tokens", True))
         self.max_length = int(trunc["max_length"])
+        windows = description.get("windows")
+        # The pooling itself is in the graph (from the same weights); the windows are chosen here.
+        if windows is not None and (windows.get("select") != "spread" or windows.get("pooling") not in ("max", "mean")):
+            raise BundleError(f"{folder}: the ONNX export reads windows {windows!r}, which this headstart cannot "
+                              "replay; upgrade headstart or re-export the bundle.")
+        self.windows = windows
         # The same cut as the torch backbone's (headstart.data.long_texts): a long text's prefix
-        # that gives the same max_length tokens, when the tokenizer splits words and keeps the start.
+        # that gives the same max_length tokens (a windowed export: the tokens of its span of
+        # windows), when the tokenizer splits words and keeps the start.
         self.cuts_long_texts = self.tokenizer.pre_tokenizer is not None and str(trunc["direction"]).lower() == "right"
+        if windows is not None:
+            # Counts a prefix's tokens up to the span's, without windows or padding (as the torch path does).
+            self.counter = Tokenizer.from_file(str(contained_file(folder, description["tokenizer"])))
+            self.counter.enable_truncation(int(windows["span_tokens"]), strategy=trunc["strategy"],
+                                           direction=trunc["direction"])
+            self.counter.no_padding()
 
     def __call__(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
         texts = list(texts)
-        if self.cuts_long_texts:
+        windows = self.windows
+        if self.cuts_long_texts and windows is None:
             texts = cut_long_texts(texts, self.max_length, self._count_tokens)
+        elif self.cuts_long_texts:
+            texts = cut_long_texts(texts, int(windows["span_tokens"]), self._count_span_tokens,
+                                   chars_per_token=int(windows["cut_chars_per_token"]))
         encodings = self.tokenizer.encode_batch(texts, add_special_tokens=self.add_special_tokens)
+        weights = None
+        if windows is not None:  # truncation's stride is the windows' overlap: the rest of a text overflows
+            pieces = [(i, w) for i, e in enumerate(encodings) for w in (e, *e.overflowing)]
+            rows, weights = select_windows([i for i, _ in pieces], len(texts), int(windows["max"]), int(windows["span"]))
+            encodings = [pieces[r][1] for r in rows]
         fields = {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_ids": "type_ids"}
-        return {name: np.asarray([getattr(e, fields[name]) for e in encodings], dtype=np.int64)
-                for name in self.inputs}
+        out = {name: np.asarray([getattr(e, fields[name]) for e in encodings], dtype=np.int64) for name in self.inputs}
+        if weights is not None:
+            out[WINDOW_WEIGHTS] = weights
+        return out
+
+    def _count_span_tokens(self, texts: list[str]) -> list[int]:
+        return [len(e.ids) for e in self.counter.encode_batch(texts, add_special_tokens=self.add_special_tokens)]
 
     def _count_tokens(self, texts: list[str]) -> list[int]:
         encodings = self.tokenizer.encode_batch(texts, add_special_tokens=self.add_special_tokens)

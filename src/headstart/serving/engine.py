@@ -32,12 +32,14 @@ import numpy as np
 
 from headstart.bundle import read_manifest
 from headstart.errors import BundleError, ConfigError, DataError
+from headstart.hybrid import read_hybrid
 from headstart.modalities import get_modality
 from headstart.serving.engine_names import ENGINES
 
 logger = logging.getLogger(__name__)
 
 OUTPUT = "probabilities"
+MAX_ROWS_PER_RUN = 64  # graph rows (texts' windows) per onnxruntime run when a batch has more than one item
 
 
 class Engine:
@@ -140,11 +142,21 @@ class OnnxEngine(Engine):
         self.session = ort.InferenceSession(str(folder / entry["file"]), options, providers=providers)
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.preprocess = _preprocessor(manifest["onnx"]["preprocessing"], folder)
+        # The ONNX graph is the transfer model; a hybrid's classic part is replayed in NumPy.
+        self.hybrid = read_hybrid(folder, manifest)
 
     def _predict_batch(self, batch: list[Any]) -> np.ndarray:
         feeds = self.preprocess(batch)
-        proba = self.session.run([OUTPUT], {name: feeds[name] for name in self.input_names})[0]
-        return proba.astype(np.float64)
+        rows = max((feeds[name].shape[0] for name in self.input_names if feeds[name].ndim), default=0)
+        if rows > MAX_ROWS_PER_RUN and len(batch) > 1:
+            # Items that expand into many graph rows (the windows of long texts): run them in halves
+            # so one run's activations stay bounded, as the torch engine's chunked encoder does.
+            half = len(batch) // 2
+            return np.concatenate([self._predict_batch(batch[:half]), self._predict_batch(batch[half:])])
+        proba = self.session.run([OUTPUT], {name: feeds[name] for name in self.input_names})[0].astype(np.float64)
+        if self.hybrid is not None:
+            proba = self.hybrid.blend(proba, get_modality(self.modality).classic_inputs(batch, [""] * len(batch)))
+        return proba
 
 
 def _preprocessor(description: dict[str, Any], folder: Path) -> Any:

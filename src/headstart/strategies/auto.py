@@ -209,7 +209,8 @@ class Auto(Strategy):
                    "n_val": len(val) if val is not None else 0, **refit,
                    "chosen_details": best.details, "C": best.details.get("C")}
         return FittedModel(backbone=best.backbone, head=best.head, classes=best.classes, strategy=self.name,
-                           params=dict(self.params), details=details, backbone_changed=best.backbone_changed)
+                           params=dict(self.params), details=details, backbone_changed=best.backbone_changed,
+                           oof=best.oof, oof_data=best.oof_data)
 
     @staticmethod
     def _refit(best: FittedModel, name: str, params: dict[str, Any], decisions: list[dict[str, Any]],

@@ -37,8 +37,9 @@ class FitContext:
         resume: continue from the checkpoint in ``run_dir``.
         callbacks: training events (``on_epoch_end``, ``on_batch_end``) -> functions.
         embed_with: cached features of a dataset under another (e.g. adapted) backbone.
-        deadline: a ``time.monotonic()`` instant; training stops at the first epoch (or step)
-            boundary where continuing would pass it, keeping the best weights so far.
+        deadline: a ``time.monotonic()`` instant; training stops between batches once it has
+            passed (or at an epoch boundary when the next epoch would pass it), keeping the best
+            weights so far and recording where it stopped (``stopped_at``).
     """
 
     embed: Callable[[Dataset], np.ndarray]
@@ -65,6 +66,9 @@ class FittedModel:
         details: what it chose and measured (e.g. the selected regularisation).
         backbone_changed: whether the backbone's weights differ from the pretrained ones
             (then bundles store them).
+        oof: the head's out-of-fold logits on ``oof_data`` (``(repeats, n, k)``) when its fit
+            cross-validated them (the linear probe does), else ``None``; stacking uses them.
+        oof_data: the data whose rows ``oof`` refers to.
     """
 
     backbone: Backbone
@@ -74,6 +78,8 @@ class FittedModel:
     params: dict[str, Any]
     details: dict[str, Any]
     backbone_changed: bool = False
+    oof: np.ndarray | None = None
+    oof_data: Dataset | None = None
 
 
 class Strategy:

@@ -17,7 +17,9 @@ Two ways to make the pairs:
 
 SetFit's defaults (20 pair iterations per example, 256 tokens) take about an hour on two CPU
 cores for 128 texts; here the work is bounded (``steps`` batches, or ``max_pairs`` pairs) and
-pair training reads at most ``pair_max_length`` tokens, which keeps a run to minutes.
+pair training reads windows of ``pair_max_length`` tokens (one for a short text; a long one is
+pooled over up to the backbone's ``windows`` of them, as at inference, so memory stays bounded by
+that cap), which keeps a run to minutes on short texts.
 
 Pair training runs on the shared training loop (:func:`headstart.training.loop.train_steps`): with
 a run folder it is checkpointed as it goes, and a resumed fit continues at the step it reached.
@@ -129,7 +131,8 @@ class Contrastive(Strategy):
         n_iterations: ``sampled``: pairs drawn per example and per kind (positive/negative).
         max_pairs: ``sampled``: cap on the number of pairs trained on.
         pair_epochs: ``sampled``: passes over the pairs.
-        pair_max_length: tokens read per text during pair training.
+        pair_max_length: tokens per window during pair training (a longer text is read as the
+            backbone's windows of this many tokens, up to its ``windows`` cap, pooled as at inference).
         lr: encoder learning rate.
         batch_size: texts per step (``in-batch``) or pairs per step (``sampled``).
         warmup: fraction of steps warming up.
@@ -146,7 +149,8 @@ class Contrastive(Strategy):
         Setting("n_iterations", int, 20, "sampled: pairs drawn per example and per kind", range="[1, inf)"),
         Setting("max_pairs", int, 640, "sampled: cap on the number of pairs", range="[1, inf)"),
         Setting("pair_epochs", int, 1, "sampled: passes over the pairs", range="[1, inf)"),
-        Setting("pair_max_length", int, 128, "tokens read per text during pair training", range="[1, inf)"),
+        Setting("pair_max_length", int, 128, "tokens per window during pair training (a long text: up to the "
+                "backbone's windows of this many tokens)", range="[1, inf)"),
         Setting("lr", float, 2e-5, "encoder learning rate", range="(0, inf)"),
         Setting("batch_size", int, 16, "texts per step (in-batch) or pairs per step (sampled)", range="[2, inf)"),
         Setting("warmup", float, 0.1, "fraction of steps warming up", range="[0, 1)"),
@@ -190,7 +194,7 @@ class Contrastive(Strategy):
         details = {"pairing": p["pairing"], "n_pairs": n_pairs, "steps_run": result.steps_run,
                    "steps_planned": len(steps), "pair_loss_first": losses[0] if losses else None,
                    "pair_loss_last": losses[-1] if losses else None, "pair_seconds": round(seconds, 2),
-                   "stopped_for_time": result.stopped_for_time,
+                   "stopped_for_time": result.stopped_for_time, "stopped_at": result.stopped_at,
                    "resumed_from_step": result.steps_run - ran_now if resume else None,
                    "C": probe.details["C"], "n_train": len(data)}
         return FittedModel(backbone=backbone, head=probe.head, classes=probe.classes, strategy=self.name,

@@ -4,6 +4,11 @@ The recipe (LP-FT, Kumar et al. 2022): fit the linear probe on cached features f
 start fine-tuning from that head, so training begins at the probe's accuracy instead of
 wrecking pretrained features with gradients from a random head. Subclasses only say which
 parameters train in which phase, at which learning rate (:meth:`FineTuneStrategy.phases`).
+
+With a validation split, the fine-tuned model replaces the probe only when it beats the
+probe's start on the validation items by more than that split can fake
+(:func:`headstart.evaluation.paired.significant_gain`); otherwise the result is the probe,
+refitted on every label, on the unchanged backbone.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -21,6 +27,8 @@ from headstart.backbones.base import Backbone, LayerGroup
 from headstart.data.dataset import Dataset, concat
 from headstart.data.splits import assign_splits
 from headstart.errors import ConfigError
+from headstart.evaluation.paired import SIGNIFICANCE_SE, significant_gain
+from headstart.features import embed_batches
 from headstart.modalities import get_modality
 from headstart.strategies.base import FitContext, FittedModel, Strategy
 from headstart.strategies.linear_probe import LinearProbe
@@ -195,6 +203,8 @@ class FineTuneStrategy(Strategy):
         pristine = copy.deepcopy(backbone) if val is not None else None
         probe = LinearProbe(class_weight=self.params["class_weight"]).fit(backbone, train, None, context)
         classes = probe.classes
+        # The start, judged against the result at the end: training moves probe.head in place.
+        start_head = copy.deepcopy(probe.head) if val is not None else None
         self.prepare(backbone)
         model = ClassifierModel(backbone, probe.head)
         train_ex = _examples(train, classes)
@@ -225,33 +235,78 @@ class FineTuneStrategy(Strategy):
             history.append({"phase": phase.name, "lrs": phase.lrs, **asdict(result)})
         for p in model.parameters():
             p.requires_grad_(False)
-        trained = [h for h in history if "best_epoch" in h]
-        if pristine is not None and val is not None and trained and all(h["best_epoch"] == -1 for h in trained):
-            return self._keep_probe(pristine, train, val, history, context)
+        finished = self.finish(model)
+        judged = None
+        if pristine is not None and val is not None and any("best_epoch" in h for h in history):
+            # The final model against its start, not the phases' best epochs: after a resume the
+            # phases run before the interruption are not in ``history``, and an epoch that beat
+            # the start on a handful of items is what selection alone produces.
+            judged = self._judge(model, start_head, pristine, val_ex, val, context)
+            if not judged["left_probe"]:
+                return self._keep_probe(pristine, train, val, history, context, judged)
         details = {"lp_init": {"C": probe.details["C"]}, "phases": history,
                    "n_train": len(train), "n_val": len(val) if val is not None else 0,
-                   "early_stopping": val is not None, **self.finish(model)}
+                   "early_stopping": val is not None, **finished}
+        if judged is not None:
+            details["leave_probe"] = judged
         return FittedModel(backbone=model.backbone, head=model.head, classes=classes, strategy=self.name,
                            params=dict(self.params), details=details, backbone_changed=True)
 
+    def _judge(self, model: ClassifierModel, start_head: nn.Module, pristine: Backbone, val_ex: Examples,
+               val: Dataset, context: FitContext) -> dict[str, Any]:
+        """Whether the fine-tuned model leaves the probe: the paired per-item test of its validation
+        accuracy against the linear-probe start's (that head on the pristine backbone's features).
+
+        When no epoch beat the start, restore-best hands back the start itself and the gain is 0.
+        """
+        y = val_ex.targets.numpy()
+        probe_pred = start_head.predict_proba(_pristine_features(context, pristine, val)).argmax(1)
+        feats = embed_batches(model.backbone, val.items, val.locators, device=context.device)
+        ft_pred = model.head.predict_proba(feats).argmax(1)
+        test = significant_gain(ft_pred == y, probe_pred == y)
+        decided_by = "significant-gain" if test["significant"] else "insignificant-gain"
+        return {"decided_by": decided_by, "left_probe": decided_by == "significant-gain",
+                "rule": f"fine-tuning replaces the linear probe only when its validation accuracy gain over the "
+                        f"probe start is positive and above {SIGNIFICANCE_SE:g} standard errors of the paired "
+                        "per-item difference",
+                "n_val": test["n"], "val_accuracy_finetuned": test["accuracy"],
+                "val_accuracy_probe": test["base_accuracy"], "gain": test["gain"], "se": test["se"],
+                "needed_gain": test["needed"]}
 
     def _keep_probe(self, pristine: Backbone, train: Dataset, val: Dataset, history: list[dict[str, Any]],
-                    context: FitContext) -> FittedModel:
-        """No epoch beat the linear-probe start on validation: fine-tuning gained nothing, so the
-        result is the probe itself, refitted on every label (the validation split served only to
-        judge), on the unchanged pretrained backbone."""
-        logger.info("%s: no epoch improved on the linear-probe start; keeping the probe, refitted on all labels",
-                    self.name)
-        embed = context.embed_with or (lambda _b, ds: context.embed(ds))
-        probe_context = FitContext(embed=lambda ds: embed(pristine, ds), seed=context.seed, device=context.device)
+                    context: FitContext, judged: dict[str, Any] | None = None) -> FittedModel:
+        """Fine-tuning did not beat the linear-probe start on validation by more than the split can
+        fake (``judged``, from :meth:`_judge`): the result is the probe itself, refitted on every
+        label (the validation split served only to judge), on the unchanged pretrained backbone."""
+        if judged is not None:
+            gain, needed = judged["gain"], judged["needed_gain"]
+            why = (f"fine-tuning's validation gain over the linear-probe start ({gain:+.3f} on {judged['n_val']} "
+                   f"items) is not above {SIGNIFICANCE_SE:g} standard errors "
+                   f"({'undefined' if needed is None else f'{needed:.3f}'})")
+        else:
+            why = "fine-tuning did not beat the linear-probe start on validation"
+        logger.info("%s: %s; keeping the probe, refitted on all labels", self.name, why)
+        probe_context = FitContext(embed=lambda ds: _pristine_features(context, pristine, ds), seed=context.seed,
+                                   device=context.device)
         probe = LinearProbe(class_weight=self.params["class_weight"]).fit(pristine, concat(train, val), None,
                                                                           probe_context)
-        details = {"kept_probe": "no epoch beat the linear-probe start on validation; the probe, refitted on "
-                                 "train + validation, is the result (backbone unchanged)",
+        details = {"kept_probe": f"{why}; the probe, refitted on train + validation, is the result "
+                                 "(backbone unchanged)",
                    "lp_init": {"C": probe.details["C"]}, "C": probe.details["C"], "phases": history,
                    "n_train": len(train), "n_val": len(val), "early_stopping": True}
+        if judged is not None:
+            details["leave_probe"] = judged
         return FittedModel(backbone=pristine, head=probe.head, classes=probe.classes, strategy=self.name,
-                           params=dict(self.params), details=details, backbone_changed=False)
+                           params=dict(self.params), details=details, backbone_changed=False,
+                           oof=probe.oof, oof_data=probe.oof_data)
+
+
+def _pristine_features(context: FitContext, pristine: Backbone, data: Dataset) -> np.ndarray:
+    """Features of the untouched backbone. ``context.embed`` may close over the backbone that
+    fine-tuning changed in place, so without ``embed_with`` they are computed afresh."""
+    if context.embed_with is not None:
+        return context.embed_with(pristine, data)
+    return embed_batches(pristine, data.items, data.locators, device=context.device)
 
 
 def _examples(data: Dataset, classes: list[Any]) -> Examples:

@@ -32,6 +32,7 @@ from torch import nn
 from headstart.backbones.base import Backbone, move_to
 from headstart.errors import ConfigError
 from headstart.training import checkpoint as ckpt
+from headstart.training.budget import TimeBudget
 from headstart.training.losses import class_weights, make_loss
 from headstart.training.optim import make_scheduler, param_groups
 
@@ -132,6 +133,7 @@ class TrainResult:
     stopped_for_time: bool = False
     epochs_run: int = 0
     steps_run: int = 0  # optimizer steps done by train_steps (its history holds one entry per step)
+    stopped_at: dict[str, Any] | None = None  # where and when the time budget stopped it (TimeBudget.stop)
 
 
 def _mixed_precision(kind: str, device: torch.device) -> str:
@@ -206,8 +208,9 @@ def train(
         callbacks: ``{"on_epoch_end": [fn], "on_batch_end": [fn], ...}``.
         on_train_mode: called after ``model.train()`` each epoch (e.g. to keep frozen BatchNorm
             layers in eval mode).
-        deadline: a ``time.monotonic()`` instant: no epoch starts that would, at the pace of the
-            last one, end after it (the best weights so far are kept).
+        deadline: a ``time.monotonic()`` instant: no epoch starts that would, at the pace of the last
+            one, end after it; one running when it passes stops after the optimizer step under way (and
+            is validated like a whole one). The best weights are kept; ``stopped_at`` says where.
     """
     steps_per_epoch = math.ceil(math.ceil(len(train_data) / config.batch_size) / config.grad_accum)
     accelerator, wrapped, optimizer, scheduler = _prepare(model, groups, config, steps_per_epoch * config.epochs,
@@ -216,7 +219,7 @@ def train(
     weight = class_weights(train_data.targets, n_classes).to(device) if config.class_weight == "balanced" else None
     loss_fn = make_loss(config.loss, weight=weight, label_smoothing=config.label_smoothing,
                         focal_gamma=config.focal_gamma).to(device)
-    result, best_state, rng = TrainResult(), None, None
+    result, best_state, rng, budget = TrainResult(), None, None, TimeBudget(deadline, accelerator)
     if resume:
         saved = _resume(run_dir, fingerprint, model, optimizer, scheduler)
         best_state = saved["best"]
@@ -234,8 +237,8 @@ def train(
     with _seeded(seed, rng, device):
         for epoch in range(result.epochs_run, 0 if result.stopped_early else config.epochs):
             epoch_started = time.monotonic()
-            _run_epoch(wrapped, model, optimizer, scheduler, loss_fn, accelerator, train_data, config,
-                       seed, epoch, callbacks, on_train_mode)
+            done, batches = _run_epoch(wrapped, model, optimizer, scheduler, loss_fn, accelerator, train_data,
+                                       config, seed, epoch, callbacks, on_train_mode, budget)
             if val_data is not None:
                 metrics = evaluate(model, val_data, config.batch_size, device)
                 score = metrics[config.monitor] * (-1 if config.monitor == "val_loss" else 1)
@@ -246,13 +249,16 @@ def train(
                 result.best_score, result.best_epoch = score, epoch
                 best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
             result.history.append({"epoch": epoch, **metrics, "lr": scheduler.get_last_lr()[0],
-                                   "improved": improved, **(phase or {})})
+                                   "improved": improved, **(phase or {}),
+                                   **({"batches_run": done, "batches": batches} if done < batches else {})})
             result.epochs_run = epoch + 1
             bad = epoch - result.best_epoch
             result.stopped_early = bad >= config.patience and epoch + 1 < config.epochs
-            if (deadline is not None and not result.stopped_early and epoch + 1 < config.epochs
-                    and time.monotonic() + (time.monotonic() - epoch_started) > deadline):
-                result.stopped_early = result.stopped_for_time = True
+            if done < batches:  # the deadline passed mid-epoch
+                budget.stop(result, epoch=epoch, batch=done, batches=batches)
+                logger.info("time budget: stopped after batch %d of %d of epoch %d", done, batches, epoch + 1)
+            elif not result.stopped_early and epoch + 1 < config.epochs and budget.passed(time.monotonic() - epoch_started):
+                budget.stop(result, epoch=epoch, batch=batches, batches=batches)
                 logger.info("time budget: stopping after epoch %d of %d", epoch + 1, config.epochs)
             if run_dir is not None and accelerator.is_main_process:
                 _save(run_dir, model, best_state, optimizer, scheduler, fingerprint, phase, result)
@@ -317,7 +323,7 @@ def train_steps(
     if checkpoint_every is not None and checkpoint_every < 1:
         raise ConfigError(f"checkpoint_every={checkpoint_every} must be at least 1 (or None: adaptive).")
     accelerator, wrapped, optimizer, scheduler = _prepare(model, groups, config, len(batches), device)
-    result, rng = TrainResult(), None
+    result, rng, budget = TrainResult(), None, TimeBudget(deadline, accelerator)
     if resume:
         saved = _resume(run_dir, fingerprint, model, optimizer, scheduler)
         result, rng = TrainResult(**saved["state"]["result"]), saved["state"]["rng"]
@@ -332,8 +338,8 @@ def train_steps(
         between_updates = True  # weights, optimizer and remembered RNG all stand after result.steps_run steps
         try:
             for step in range(result.steps_run, 0 if result.stopped_early else len(batches)):
-                if deadline is not None and time.monotonic() > deadline:
-                    result.stopped_early = result.stopped_for_time = True
+                if budget.passed():
+                    budget.stop(result, step=step, steps=len(batches))
                     writer.pending = True  # the stop is part of the state: a resume does not train on
                     logger.info("time budget: stopping after step %d of %d", step, len(batches))
                     break
@@ -393,7 +399,8 @@ class _StepCheckpoints:
 def _run_epoch(wrapped: nn.Module, model: ClassifierModel, optimizer: torch.optim.Optimizer,
                scheduler: Any, loss_fn: nn.Module, accelerator: Any, data: Examples, config: TrainConfig,
                seed: int, epoch: int, callbacks: Callbacks | None,
-               on_train_mode: Callable[[ClassifierModel], None] | None) -> None:
+               on_train_mode: Callable[[ClassifierModel], None] | None, budget: TimeBudget) -> tuple[int, int]:
+    """One epoch; returns (batches done, batches): fewer when the time budget ran out during it."""
     wrapped.train()
     if on_train_mode is not None:
         on_train_mode(model)
@@ -418,6 +425,9 @@ def _run_epoch(wrapped: nn.Module, model: ClassifierModel, optimizer: torch.opti
             _update(wrapped, optimizer, scheduler, accelerator, config.clip_grad)
         _fire(callbacks, "on_batch_end", {"epoch": epoch, "step": step, "steps": len(batches),
                                           "loss": float(loss.detach()) * config.grad_accum})
+        if last_of_group and step + 1 < len(batches) and budget.passed():
+            return step + 1, len(batches)  # between optimizer steps: no accumulated gradient is lost
+    return len(batches), len(batches)
 
 
 # ---------------------------------------------------------------- shared by train and train_steps
