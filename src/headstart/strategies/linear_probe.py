@@ -37,7 +37,6 @@ from headstart.backbones.base import Backbone
 from headstart.data.dataset import Dataset, concat
 from headstart.evaluation.paired import significant_gain
 from headstart.heads import LinearHead
-from headstart.hybrid import log_softmax
 from headstart.strategies.base import FitContext, FittedModel, Strategy, register_strategy
 from headstart.strategies.settings import CLASS_WEIGHT, Setting
 
@@ -143,6 +142,11 @@ def _logits(model: Any, x: np.ndarray) -> np.ndarray:
     return np.column_stack([np.zeros_like(z), z]) if z.ndim == 1 else z
 
 
+def _log_softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+
 def _out_of_fold(prep: _Prepared, y: np.ndarray, Cs: list[float], folds: int, repeats: int, seed: int,
                  class_weight: str | None, max_iter: int) -> np.ndarray:
     """Out-of-fold logits, shape ``(len(Cs), repeats, n, k)``; each C warm-starts from the last."""
@@ -179,7 +183,7 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray) -> tuple[float, float, fl
     rows = np.arange(len(y))
 
     def loss(log_t: float) -> float:
-        return float(-log_softmax(logits / math.exp(log_t))[rows, y].mean())
+        return float(-_log_softmax(logits / math.exp(log_t))[rows, y].mean())
 
     lo, hi = (math.log(t) for t in TEMPERATURES)
     best = minimize_scalar(loss, bounds=(lo, hi), method="bounded", options={"xatol": 1e-3})
@@ -257,7 +261,7 @@ def _select(prepared: dict[str, _Prepared], y: np.ndarray, candidates: list[tupl
             oof = _out_of_fold(prep, y, grid, folds, repeats, seed, class_weight, max_iter)
         for c, z in zip(grid, oof):
             correct = (z.argmax(axis=-1) == y).mean(axis=0) * weights  # per item, over repeats
-            loss = float(-log_softmax(z.reshape(-1, z.shape[-1]))[np.arange(n * repeats), np.tile(y, repeats)].mean())
+            loss = float(-_log_softmax(z.reshape(-1, z.shape[-1]))[np.arange(n * repeats), np.tile(y, repeats)].mean())
             scores[(kind, c)] = (float(correct.mean()), loss, correct)
             logits[(kind, c)] = z
     best = max(scores, key=lambda key: (scores[key][0], -scores[key][1]))
