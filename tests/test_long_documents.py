@@ -208,6 +208,29 @@ def test_contrastive_pair_training_reads_windows() -> None:
     assert len(losses[4]) == 2 and losses[4] != losses[1]  # the same pairs, read as windows of 16 tokens
 
 
+def test_contrastive_pair_training_reads_at_most_pair_windows(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A long text costs pair training at most ``pair_windows`` windows; the probe reads them all."""
+    from headstart.backbones.text import HFTextBackbone
+
+    texts, labels = _long_texts(4)
+    read: list[tuple[int, int, int]] = []  # (windows cap, texts, windows read) per call
+    original = HFTextBackbone.encode_windows
+
+    def counting(self: HFTextBackbone, items: list[str]) -> dict:
+        batch = original(self, items)
+        read.append((self.windows, len(items), int(batch["input_ids"].shape[0])))
+        return batch
+
+    monkeypatch.setattr(HFTextBackbone, "encode_windows", counting)
+    clf = TransferClassifier(backbone="tiny-bert", strategy="contrastive", max_length=32, windows=8, cache=False,
+                             random_state=0, strategy_params={"steps": 2, "pair_max_length": 16,
+                                                              "pair_windows": 2}).fit(texts, labels)
+    training = [(texts, n) for cap, texts, n in read if cap == 2]
+    assert len(training) == 2 and all(texts < n <= 2 * texts for texts, n in training)  # 2 windows of each
+    assert any(n > 2 * texts for cap, texts, n in read if cap == 8)  # the probe reads more of them
+    assert clf.backbone_.windows == 8 and clf.backbone_.max_length == 32  # restored for the probe and inference
+
+
 # ------------------------------------------------------------------ bundles and ONNX
 @pytest.fixture(scope="module")
 def long_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:

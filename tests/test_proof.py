@@ -142,6 +142,11 @@ def test_prove_builds_every_part_of_the_report() -> None:
     lc = report["learning_curve"]
     assert lc["fractions"] == [0.1, 0.25, 0.5, 1.0] and len(lc["series"]) == 3
     assert lc["n_labels"] == sorted(lc["n_labels"]) and lc["n_labels"][-1] == report["task"]["n_train"] + report["task"]["n_val"]
+    # Its last point (every label) is the fit that ran already: the baselines, and the model when it is that probe.
+    accuracy = {row["kind"]: row["accuracy"] for row in report["comparison"]}
+    assert [s["values"][-1] for s in lc["series"][1:]] == pytest.approx([accuracy["classic"], accuracy["random-features"]])
+    if getattr(clf, "hybrid_", None) is None:
+        assert lc["series"][0]["values"][-1] == pytest.approx(accuracy["transfer"])
     assert set(report["slices"]) == {"group"}
     assert all(m["true"] != m["predicted"] for m in report["mistakes"])
     assert report["latency"]["p95_ms"] >= report["latency"]["p50_ms"] > 0

@@ -73,15 +73,19 @@ def test_linear_probe_beats_pixel_logistic_regression_on_animal_silhouettes(
     assert probe > scratch + 0.05, "pretrained features should beat raw pixels clearly at 60 images per class"
 
 
-def _spam_split(seed: int = 0, per_class: int = 100) -> tuple[list[dict], list[dict]]:
-    """``per_class`` e-mails of each label to train on (seeded), every other e-mail to test on."""
+def _spam_split(seed: int = 0, per_class: int = 100, n_test: int = 200) -> tuple[list[dict], list[dict]]:
+    """``per_class`` e-mails of each label to train on and ``n_test`` others to test on (seeded).
+
+    Not every other e-mail: a long one is read as up to 16 windows (800 e-mails took 6 minutes on two
+    cores), and all 5,846 cost CI most of an hour."""
     lines = _need(SHARED / "spam-assassin" / "emails.jsonl").read_text().splitlines()
     rows = [json.loads(line) for line in lines]
     rng = random.Random(seed)
     train_idx: set[int] = set()
     for label in ("ham", "spam"):
         train_idx |= set(rng.sample([i for i, r in enumerate(rows) if r["label"] == label], per_class))
-    return [r for i, r in enumerate(rows) if i in train_idx], [r for i, r in enumerate(rows) if i not in train_idx]
+    rest = [i for i in range(len(rows)) if i not in train_idx]
+    return [rows[i] for i in sorted(train_idx)], [rows[i] for i in sorted(rng.sample(rest, n_test))]
 
 
 def test_linear_probe_on_spam_assassin_against_tfidf(shared_cache: Path, record_property: pytest.RecordProperty) -> None:
@@ -91,7 +95,7 @@ def test_linear_probe_on_spam_assassin_against_tfidf(shared_cache: Path, record_
     train, test = _spam_split()
     x_train, y_train = [r["text"] for r in train], [r["label"] for r in train]
     x_test, y_test = [r["text"] for r in test], [r["label"] for r in test]
-    clf = TransferClassifier(backbone="minilm", cache=shared_cache, random_state=0).fit(x_train, y_train)
+    clf = TransferClassifier(backbone="minilm", cache=shared_cache, hybrid="off", random_state=0).fit(x_train, y_train)
     pred = clf.predict(from_memory(x_test))
     probe = float(np.mean(pred == np.array(y_test)))
     probe_f1 = float(f1_score(y_test, pred, average="macro"))
@@ -102,13 +106,14 @@ def test_linear_probe_on_spam_assassin_against_tfidf(shared_cache: Path, record_
     record_property("tfidf_accuracy", tfidf)
     print(f"\nspam-assassin (100/class train, {len(test)} test): minilm linear probe accuracy {probe:.4f} "
           f"(macro-F1 {probe_f1:.4f}), TF-IDF logistic regression {tfidf:.4f}")
-    assert len(test) == 6046 - 200
+    assert len(test) == 200
     majority = max(y_test.count("ham"), y_test.count("spam")) / len(y_test)
     assert probe > majority + 0.15 and probe_f1 > 0.8
     # Why the probe is not asserted to beat TF-IDF here: these are raw e-mails whose first 256
-    # tokens (all MiniLM reads) are mostly routing headers, while TF-IDF + logistic regression
-    # reads every word of header and body, and spam is famously lexical. Measured on this split:
-    # probe 0.897 (macro-F1 0.883) vs TF-IDF 0.975; majority class 0.67.
+    # tokens are mostly routing headers (MiniLM now reads up to 16 windows of every e-mail, max-pooled),
+    # while TF-IDF + logistic regression reads every word, and spam is famously lexical. Measured on
+    # these 200 test e-mails: probe 0.935 (macro-F1 0.924) vs TF-IDF 0.995; on 600: 0.922 vs 0.977 (one window:
+    # probe 0.897 on all 5,846).
 
 
 def test_readme_demo_fit_predict_evaluate_on_the_shipped_example(

@@ -266,14 +266,56 @@ def test_training_stops_at_the_deadline() -> None:
 
 
 def test_auto_keeps_the_floor_without_a_validation_split() -> None:
-    texts, labels = make_texts(6)  # under 10 per class: nothing to validate a choice on
-    details = TransferClassifier(backbone="tiny-bert", strategy="auto", cache=False, budget="5m").fit(
-        texts, labels).strategy_details_
-    assert details["chosen"] == "linear-probe" and details["n_val"] == 0
-    assert "no validation split" in details["decisions"][0]["by_rule"]
+    data = _images(6)  # under 10 per class: no split to judge fine-tuning by
+    details = TransferClassifier(backbone="tiny-cnn", strategy="auto", cache=False, budget="5m").fit(
+        list(data.items), list(data.labels)).strategy_details_
+    assert details["chosen"] == "linear-probe" and details["n_val"] == 0 and not details["refitted"]
     assert details["decisions"][0]["n_train"] == 12 and details["decisions"][0]["chosen"]
     skipped = details["decisions"][1:]
-    assert skipped and all(not d["ran"] and "--strategy" in d["skipped"] for d in skipped)
+    assert skipped and all(not d["ran"] and "no validation split" in d["skipped"] and "--strategy" in d["skipped"]
+                           for d in skipped)
+
+
+def test_auto_cross_validates_pair_training_against_the_probe_on_the_same_folds() -> None:
+    texts, labels = make_texts(6)  # too few for a validation split, enough for 3 folds
+    clf = TransferClassifier(backbone="tiny-bert", strategy="auto", cache=False, budget="5m",
+                             random_state=0).fit(texts, labels)
+    details = clf.strategy_details_
+    pairs = next(d for d in details["decisions"] if d["strategy"] == "contrastive")
+    assert pairs["ran"] and details["cv_folds"] == 3 and "3-fold" in pairs["judged_by"]
+    assert 0 <= pairs["cv_accuracy"] <= 1 and 0 <= pairs["probe_cv_accuracy"] <= 1
+    assert pairs["gain"] == pytest.approx(pairs["cv_accuracy"] - pairs["probe_cv_accuracy"], abs=1e-3)
+    assert pairs["needed"] >= 5 / 12 - 1e-3  # five items net of twelve: a small split's gains must be large
+    assert pairs["significant"] == (details["chosen"] == "contrastive")
+    if details["chosen"] == "contrastive":
+        assert details["refitted"] and details["n_refit"] == 12
+    else:
+        assert not details["refitted"] and details["chosen_details"]["n_train"] == 12
+
+
+def test_auto_leaves_the_probe_only_on_a_significant_gain(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A candidate that answers every held-out item right beats a probe that gets half: it wins and is refitted;
+    one that is only slightly better does not."""
+    from headstart.strategies import auto as auto_module
+
+    texts, labels = make_texts(10)
+
+    def fake(gain_items: int):
+        def cross_validate(name, params, data, folds, run, probe_on, context):
+            base = np.zeros(len(data))
+            base[: len(data) // 2] = 1
+            new = base.copy()
+            new[len(data) // 2: len(data) // 2 + gain_items] = 1
+            return new, base
+        return staticmethod(cross_validate)
+
+    monkeypatch.setattr(auto_module.Auto, "_cross_validate", fake(10))
+    won = TransferClassifier(backbone="tiny-bert", strategy="auto", cache=False, budget="5m").fit(texts, labels)
+    assert won.strategy_details_["chosen"] == "contrastive" and won.strategy_details_["refitted"]
+    assert won.backbone_changed_
+    monkeypatch.setattr(auto_module.Auto, "_cross_validate", fake(2))  # 2 items of 20: noise
+    kept = TransferClassifier(backbone="tiny-bert", strategy="auto", cache=False, budget="5m").fit(texts, labels)
+    assert kept.strategy_details_["chosen"] == "linear-probe" and not kept.backbone_changed_
 
 
 def test_auto_judges_fixed_recipes_on_held_out_data_and_refits_the_winner() -> None:
@@ -282,10 +324,12 @@ def test_auto_judges_fixed_recipes_on_held_out_data_and_refits_the_winner() -> N
     details = clf.fit(list(data.items), list(data.labels)).strategy_details_
     partial = next(d for d in details["decisions"] if d["strategy"] == "partial")
     assert partial["ran"] and partial["n_train"] + details["n_val"] == 28 and details["n_val"] >= 2
-    assert details["refitted"] and details["n_refit"] == 28
-    assert details["chosen_details"]["n_train"] == 28
+    assert "held-out split" in partial["judged_by"] and "probe_val_accuracy" in partial
+    assert partial["significant"] == (details["chosen"] == "partial")
     if details["chosen"] == "partial":  # a fixed recipe: the held-out split only judged
+        assert details["refitted"] and details["n_refit"] == 28
         assert details["chosen_details"]["early_stopping"] is False
+    assert details["chosen_details"]["n_train"] == 28
 
 
 def test_auto_records_its_decisions_and_respects_the_budget() -> None:
@@ -297,7 +341,7 @@ def test_auto_records_its_decisions_and_respects_the_budget() -> None:
     assert all(not d["ran"] and "budget" in d["skipped"] for d in details["decisions"][1:])
     generous = TransferClassifier(backbone="tiny-bert", strategy="auto", budget="5m", cache=False).fit(texts, labels)
     ran = [d for d in generous.strategy_details_["decisions"] if d["ran"]]
-    assert len(ran) >= 2 and all("val_accuracy" in d for d in ran)
+    assert len(ran) >= 2 and all("gain" in d and "needed" in d for d in ran[1:])
     assert sum(d["chosen"] for d in generous.strategy_details_["decisions"]) == 1
     assert parse_budget("1h30m") == 5400 and parse_budget("90s") == 90 and parse_budget(5) == 5
     with pytest.raises(ConfigError, match="budget"):

@@ -130,20 +130,24 @@ def auto_decisions(details: dict[str, Any]) -> None:
     """What the auto strategy tried, skipped and chose, with its numbers."""
     table = Table(title=f"auto: chose {details['chosen']} (budget {details['budget_seconds']:.0f}s, "
                         f"{details['examples_per_class']} examples/class, {details['device']})", title_justify="left")
-    for col in ("strategy", "ran", "est. s", "s", "val acc", "val log loss", "why"):
-        table.add_column(col, justify="right" if col in ("est. s", "s", "val acc", "val log loss") else "left")
+    numbers = ("est. s", "s", "held-out acc", "probe acc", "gain", "needed")
+    for col in ("strategy", "ran", *numbers, "why"):
+        table.add_column(col, justify="right" if col in numbers else "left")
     for d in details["decisions"]:
-        why = d.get("skipped") or "; ".join(filter(None, (d.get("reason"), d.get("by_rule"))))
+        why = d.get("skipped") or "; ".join(filter(None, (d.get("reason"), d.get("judged_by"))))
         name = f"[bold]{d['strategy']}[/]" if d.get("chosen") else d["strategy"]
+        acc = d.get("cv_accuracy", d.get("val_accuracy"))
+        probe = d.get("probe_cv_accuracy", d.get("probe_val_accuracy"))
         table.add_row(name, "yes" if d.get("ran") else "no", fmt(d.get("estimated_seconds"), 1), fmt(d.get("seconds"), 1),
-                      fmt(d.get("val_accuracy"), 3), fmt(d.get("val_log_loss"), 3), why)
+                      fmt(acc, 3), fmt(probe, 3), fmt(d.get("gain"), 3), fmt(d.get("needed"), 3), why)
     stdout.print(table)
-    n_val = details.get("n_val", 0)
-    if n_val:
-        refit = details.get("refitted")
-        how = {"head": "its head refitted on every label (encoder as validated)",
-               True: f"refitted on all {details.get('n_refit')} labels"}.get(refit, details.get("refit_skipped", ""))
-        stdout.print(f"judged on {n_val} held-out examples; the winner was {how}.", highlight=False)
+    if details["chosen"] == "linear-probe":
+        stdout.print("no candidate beat the probe by more than its held-out items can fake (gain > needed): "
+                     "the probe on every label is the model.", highlight=False)
+    elif details.get("refitted"):
+        stdout.print(f"the winner was refitted on all {details.get('n_refit')} labels.", highlight=False)
+    elif details.get("refit_skipped"):
+        stdout.print(f"the winner was kept as judged: {details['refit_skipped']}.", highlight=False)
 
 
 VERDICT_STYLE = {"transfer helps": "bold green", "no significant difference": "bold yellow",

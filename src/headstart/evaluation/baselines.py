@@ -32,7 +32,7 @@ from headstart.data.dataset import Dataset
 from headstart.errors import ConfigError
 from headstart.features import embed_batches
 from headstart.modalities import get_modality
-from headstart.strategies.linear_probe import DEFAULT_CS, choose_C, fit_probe
+from headstart.strategies.linear_probe import DEFAULT_CS, QUICK, choose_C, fit_probe
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ def classic(train: Dataset, test: Dataset, classes: list[Any], seed: int = 0) ->
                             model.classes_, len(classes))
     elif modality.classic_recipe == "dense":
         x_train = np.asarray(modality.classic_inputs(train.items, train.locators), dtype=np.float32)
-        head, details = fit_probe(x_train, y, seed=seed)
+        head, details = fit_probe(x_train, y, seed=seed, **QUICK)
         proba = head.predict_proba(np.asarray(modality.classic_inputs(test.items, test.locators), dtype=np.float32))
         C = details["C"]
     else:
@@ -133,7 +133,7 @@ def random_features(backbone: Backbone, train: Dataset, test: Dataset, classes: 
     f_train = embed_batches(random_net, train.items, train.locators, device=device, batch_size=batch_size)
     f_test = embed_batches(random_net, test.items, test.locators, device=device, batch_size=batch_size)
     embedded = time.perf_counter()
-    head, details = fit_probe(f_train, _targets(train, classes), seed=seed)
+    head, details = fit_probe(f_train, _targets(train, classes), seed=seed, **QUICK)
     baseline = Baseline(name=f"random features: {backbone.spec.name}, random weights + the same probe",
                         kind="random-features", proba=head.predict_proba(f_test),
                         fit_seconds=time.perf_counter() - started,

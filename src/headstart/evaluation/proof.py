@@ -22,7 +22,7 @@ from headstart.evaluation.metrics import SUMMARY_KEYS, classification_metrics, s
 from headstart.evaluation.verdict import verdict
 from headstart.features import embed_batches, extract_features, resolve_device
 from headstart.modalities import get_modality
-from headstart.strategies.linear_probe import fit_probe
+from headstart.strategies.linear_probe import QUICK, fit_probe
 
 logger = logging.getLogger(__name__)
 
@@ -88,11 +88,12 @@ def prove(clf: Any, data: Dataset, *, compare: bool = True, learning_curve: bool
 
     device = resolve_device(clf.device)
     pretrained = clf._build_backbone(data.modality) if clf.backbone_changed_ else clf.backbone_
-    random_train = random_test = classic_proba = None
+    random_train = random_test = classic_proba = random_proba = None
     if compare:
         found, random_train, random_test = _baselines(clf, pretrained, learned, test, classes, seed, device,
                                                       scratch_budget, step)
         classic_proba = next((b.proba for b in found if b.kind == "classic"), None)
+        random_proba = next((b.proba for b in found if b.kind == "random-features"), None)
         for b in found:
             m = classification_metrics(test.labels, b.proba, classes)
             report["comparison"].append({"name": b.name, "kind": b.kind, **_summary(m),
@@ -114,8 +115,10 @@ def prove(clf: Any, data: Dataset, *, compare: bool = True, learning_curve: bool
                 "pretrained part adds.")
     if learning_curve:
         step("learning curve (10/25/50/100% of the labels)")
+        # The curve's last point (every label) is, where it is the same fit, the model or baseline itself.
+        own = proba if hybrid is None and clf.strategy_details_.get("name") == "linear-probe" else None
         report["learning_curve"] = curve(clf, pretrained, learned, test, classes, seed, random_train, random_test,
-                                         compare, classic_proba)
+                                         compare, classic_proba, random_proba, own)
     step("timing predictions")
     report["latency"] = latency(clf, test, device)
     return report
@@ -183,10 +186,12 @@ def subsample(data: Dataset, fraction: float, seed: int) -> np.ndarray:
 
 def curve(clf: Any, pretrained: Any, learned: Dataset, test: Dataset, classes: list[Any], seed: int,
           random_train: np.ndarray | None, random_test: np.ndarray | None, compare: bool,
-          classic_proba: np.ndarray | None = None) -> dict[str, Any]:
+          classic_proba: np.ndarray | None = None, random_proba: np.ndarray | None = None,
+          transfer_proba: np.ndarray | None = None) -> dict[str, Any]:
     """Test accuracy of the probe on pretrained features vs the baselines' feature models as the
-    number of training labels grows (10/25/50/100%). ``classic_proba``: the classic baseline's test
-    probabilities, fitted on all of ``learned`` (the curve's last point), when it ran already."""
+    number of training labels grows (10/25/50/100%). ``classic_proba``, ``random_proba``: the classic
+    and random-features baselines' test probabilities, fitted on all of ``learned`` (the curve's last
+    point), when they ran already; ``transfer_proba``: the model's own, when it is that probe."""
     cache = clf._cache()
     device = resolve_device(clf.device)
     f_train = extract_features(pretrained, learned, cache=cache, batch_size=clf.batch_size, device=device)
@@ -195,14 +200,18 @@ def curve(clf: Any, pretrained: Any, learned: Dataset, test: Dataset, classes: l
     y_test = np.array([classes.index(v) for v in test.labels])
     subsets = [subsample(learned, f, seed) for f in FRACTIONS]
 
-    def probe_series(train_x: np.ndarray, test_x: np.ndarray) -> list[float]:
+    def probe_series(train_x: np.ndarray, test_x: np.ndarray, last: np.ndarray | None) -> list[float]:
         values = []
         for idx in subsets:
-            head, _ = fit_probe(train_x[idx], y[idx], seed=seed, cv=3)
-            values.append(float((head.predict_proba(test_x).argmax(1) == y_test).mean()))
+            if last is not None and len(idx) == len(learned):  # every label, in order: the fit that ran already
+                proba = last
+            else:
+                proba = fit_probe(train_x[idx], y[idx], seed=seed, **QUICK)[0].predict_proba(test_x)
+            values.append(float((proba.argmax(1) == y_test).mean()))
         return values
 
-    series = [{"name": "transfer: probe on pretrained features", "values": probe_series(f_train, f_test), "sd": None}]
+    series = [{"name": "transfer: probe on pretrained features", "values": probe_series(f_train, f_test, transfer_proba),
+               "sd": None}]
     if compare:
         classic_values = []
         for idx in subsets:
@@ -213,7 +222,7 @@ def curve(clf: Any, pretrained: Any, learned: Dataset, test: Dataset, classes: l
         series.append({"name": "no pretraining: classic model", "values": classic_values, "sd": None})
         if random_train is not None and random_test is not None:
             series.append({"name": "no pretraining: random weights + probe",
-                           "values": probe_series(random_train, random_test), "sd": None})
+                           "values": probe_series(random_train, random_test, random_proba), "sd": None})
     n_labels = [len(idx) for idx in subsets]
     return {"metric": "accuracy", "fractions": list(FRACTIONS), "n_labels": n_labels, "series": series,
             "labels_saved": labels_saved(series, n_labels)}
@@ -250,7 +259,7 @@ def mistakes(test: Dataset, proba: np.ndarray, classes: list[Any], limit: int = 
              "locator": test.locators[i] or f"item {i}"} for i in wrong]
 
 
-def latency(clf: Any, test: Dataset, device: torch.device, n_single: int = 24, n_batch: int = 96) -> dict[str, Any]:
+def latency(clf: Any, test: Dataset, device: torch.device, n_single: int = 24, n_batch: int = 64) -> dict[str, Any]:
     """Per-item latency (batch of 1, uncached: what a service sees) and batched throughput."""
     backbone, head = clf.backbone_, clf.head_
     items, locators = test.items, test.locators

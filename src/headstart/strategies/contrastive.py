@@ -17,9 +17,11 @@ Two ways to make the pairs:
 
 SetFit's defaults (20 pair iterations per example, 256 tokens) take about an hour on two CPU
 cores for 128 texts; here the work is bounded (``steps`` batches, or ``max_pairs`` pairs) and
-pair training reads windows of ``pair_max_length`` tokens (one for a short text; a long one is
-pooled over up to the backbone's ``windows`` of them, as at inference, so memory stays bounded by
-that cap), which keeps a run to minutes on short texts.
+pair training reads windows of ``pair_max_length`` tokens: one for a short text, a long one pooled
+over at most ``pair_windows`` of them (spread over the text as at inference, where the probe of
+step 2 pools all the backbone's ``windows``). Each step then costs at most ``pair_windows`` times a
+short text's step: on spam-assassin, reading all 16 windows of every e-mail made 20 steps take over
+ten minutes instead of one.
 
 Pair training runs on the shared training loop (:func:`headstart.training.loop.train_steps`): with
 a run folder it is checkpointed as it goes, and a resumed fit continues at the step it reached.
@@ -131,8 +133,9 @@ class Contrastive(Strategy):
         n_iterations: ``sampled``: pairs drawn per example and per kind (positive/negative).
         max_pairs: ``sampled``: cap on the number of pairs trained on.
         pair_epochs: ``sampled``: passes over the pairs.
-        pair_max_length: tokens per window during pair training (a longer text is read as the
-            backbone's windows of this many tokens, up to its ``windows`` cap, pooled as at inference).
+        pair_max_length: tokens per window during pair training.
+        pair_windows: the most windows of a long text read during pair training (pooled as at
+            inference; the probe of step 2 reads all the backbone's ``windows``).
         lr: encoder learning rate.
         batch_size: texts per step (``in-batch``) or pairs per step (``sampled``).
         warmup: fraction of steps warming up.
@@ -149,8 +152,9 @@ class Contrastive(Strategy):
         Setting("n_iterations", int, 20, "sampled: pairs drawn per example and per kind", range="[1, inf)"),
         Setting("max_pairs", int, 640, "sampled: cap on the number of pairs", range="[1, inf)"),
         Setting("pair_epochs", int, 1, "sampled: passes over the pairs", range="[1, inf)"),
-        Setting("pair_max_length", int, 128, "tokens per window during pair training (a long text: up to the "
-                "backbone's windows of this many tokens)", range="[1, inf)"),
+        Setting("pair_max_length", int, 128, "tokens per window during pair training", range="[1, inf)"),
+        Setting("pair_windows", int, 2, "the most windows of a long text read during pair training (the probe "
+                "reads all of the backbone's)", range="[1, inf)"),
         Setting("lr", float, 2e-5, "encoder learning rate", range="(0, inf)"),
         Setting("batch_size", int, 16, "texts per step (in-batch) or pairs per step (sampled)", range="[2, inf)"),
         Setting("warmup", float, 0.1, "fraction of steps warming up", range="[0, 1)"),
@@ -158,10 +162,10 @@ class Contrastive(Strategy):
     )
 
     def __init__(self, pairing: str = "in-batch", steps: int = 20, n_iterations: int = 20, max_pairs: int = 640,
-                 pair_epochs: int = 1, pair_max_length: int = 128, lr: float = 2e-5, batch_size: int = 16,
+                 pair_epochs: int = 1, pair_max_length: int = 128, pair_windows: int = 2, lr: float = 2e-5, batch_size: int = 16,
                  warmup: float = 0.1, class_weight: str | None = None) -> None:
         super().__init__(pairing=pairing, steps=steps, n_iterations=n_iterations, max_pairs=max_pairs,
-                         pair_epochs=pair_epochs, pair_max_length=pair_max_length, lr=lr, batch_size=batch_size,
+                         pair_epochs=pair_epochs, pair_max_length=pair_max_length, pair_windows=pair_windows, lr=lr, batch_size=batch_size,
                          warmup=warmup, class_weight=class_weight)
 
     def fit(self, backbone: Backbone, train: Dataset, val: Dataset | None, context: FitContext) -> FittedModel:
@@ -233,8 +237,11 @@ class Contrastive(Strategy):
         ran: list[int] = []
         callbacks = dict(context.callbacks)
         callbacks["on_batch_end"] = [*callbacks.get("on_batch_end", []), lambda event: ran.append(event["step"])]
-        saved_max = backbone.max_length
-        backbone.max_length = min(saved_max, p["pair_max_length"])  # pair training reads fewer tokens
+        # Pair training reads fewer tokens: shorter windows, and fewer of a long text's windows.
+        saved_max, saved_windows = backbone.max_length, getattr(backbone, "windows", 1)
+        backbone.max_length = min(saved_max, p["pair_max_length"])
+        if saved_windows > 1:
+            backbone.windows = min(saved_windows, p["pair_windows"])
         try:
             result = train_steps(backbone, [("encoder", named, p["lr"])], steps, loss_step, config,
                                  seed=context.seed, device=context.device, run_dir=context.run_dir, resume=resume,
@@ -242,5 +249,7 @@ class Contrastive(Strategy):
                                  deadline=context.deadline)
         finally:
             backbone.max_length = saved_max
+            if saved_windows > 1:
+                backbone.windows = saved_windows
             backbone.eval()
         return result, len(ran)

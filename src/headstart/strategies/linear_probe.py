@@ -53,6 +53,9 @@ SMALL = 300
 # Calibration temperatures searched: sharpening is capped, since out-of-fold predictions that are
 # all right (a few dozen items) would otherwise drive the temperature to zero.
 TEMPERATURES = (0.2, 20.0)
+# The probe the proof's baselines and learning curve fit (a dozen fits per report): the same
+# candidates and criterion, judged on one round of three folds: a fifth of the fits.
+QUICK = {"cv": 3, "repeats": 1}
 
 
 @register_strategy
@@ -206,10 +209,11 @@ def fit_probe(x: np.ndarray, y: np.ndarray, /, **settings: Any) -> tuple[LinearH
 def probe_with_oof(x: np.ndarray, y: np.ndarray, /, *, C: float | None = None,
                    Cs: list[float] | tuple[float, ...] = PROBE_CS, features: str = "auto", cv: int = 5,
                    class_weight: str | None = None, calibrate: bool = True, max_iter: int = 2000, seed: int = 0,
-                   ) -> tuple[LinearHead, dict[str, Any], np.ndarray | None]:
+                   repeats: int | None = None) -> tuple[LinearHead, dict[str, Any], np.ndarray | None]:
     """:func:`fit_probe`, plus the chosen candidate's calibrated out-of-fold logits, shape
     ``(repeats, n, k)`` (``None`` without cross-validation): what stacking (:mod:`headstart.hybrid`)
-    needs to judge a blend without refitting the probe."""
+    needs to judge a blend without refitting the probe. ``repeats``: rounds of reshuffled folds
+    (default: 2 up to ``SMALL`` items, else 1)."""
     from sklearn.linear_model import LogisticRegression
 
     kinds = list(FEATURES) if features == "auto" else [features]
@@ -218,7 +222,7 @@ def probe_with_oof(x: np.ndarray, y: np.ndarray, /, *, C: float | None = None,
     prepared = {f: _prepare(x, f) for f in kinds}
     reference = REFERENCE if REFERENCE in candidates else candidates[0]
     chosen, details, oof = _select(prepared, y, candidates, reference, cv=cv, class_weight=class_weight,
-                                   max_iter=max_iter, seed=seed)
+                                   max_iter=max_iter, seed=seed, repeats=repeats)
     temperature = 1.0
     if calibrate and oof is not None:
         logits = oof.reshape(-1, oof.shape[-1])
@@ -240,8 +244,8 @@ def probe_with_oof(x: np.ndarray, y: np.ndarray, /, *, C: float | None = None,
 
 
 def _select(prepared: dict[str, _Prepared], y: np.ndarray, candidates: list[tuple[str, float]],
-            reference: tuple[str, float], *, cv: int, class_weight: str | None, max_iter: int, seed: int
-            ) -> tuple[tuple[str, float], dict[str, Any], np.ndarray | None]:
+            reference: tuple[str, float], *, cv: int, class_weight: str | None, max_iter: int, seed: int,
+            repeats: int | None = None) -> tuple[tuple[str, float], dict[str, Any], np.ndarray | None]:
     """The candidate to fit, how it was chosen, and its out-of-fold logits (``None`` without CV)."""
     n = len(y)
     counts = np.bincount(y)
@@ -250,7 +254,7 @@ def _select(prepared: dict[str, _Prepared], y: np.ndarray, candidates: list[tupl
         logger.warning("a class has a single training example: the probe uses %s features, C=%g without "
                        "cross-validation", *reference)
         return reference, {"selection": "default (a class has one example, too few to cross-validate)"}, None
-    repeats = 2 if n <= SMALL else 1
+    repeats = repeats or (2 if n <= SMALL else 1)
     weights = np.ones(n) if class_weight is None else (n / (len(counts) * counts))[y]
     scores: dict[tuple[str, float], tuple[float, float, np.ndarray]] = {}
     logits: dict[tuple[str, float], np.ndarray] = {}
