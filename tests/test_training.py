@@ -286,7 +286,8 @@ def test_auto_cross_validates_pair_training_against_the_probe_on_the_same_folds(
     assert 0 <= pairs["cv_accuracy"] <= 1 and 0 <= pairs["probe_cv_accuracy"] <= 1
     assert pairs["gain"] == pytest.approx(pairs["cv_accuracy"] - pairs["probe_cv_accuracy"], abs=1e-3)
     assert pairs["needed"] >= 5 / 12 - 1e-3  # five items net of twelve: a small split's gains must be large
-    assert pairs["significant"] == (details["chosen"] == "contrastive")
+    # Short texts at 6 per class: a positive gain too small to prove still wins on the benchmarks' prior.
+    assert (pairs["significant"] or ("prior" in pairs and pairs["gain"] > 0)) == (details["chosen"] == "contrastive")
     if details["chosen"] == "contrastive":
         assert details["refitted"] and details["n_refit"] == 12
     else:
@@ -294,8 +295,8 @@ def test_auto_cross_validates_pair_training_against_the_probe_on_the_same_folds(
 
 
 def test_auto_leaves_the_probe_only_on_a_significant_gain(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A candidate that answers every held-out item right beats a probe that gets half: it wins and is refitted;
-    one that is only slightly better does not."""
+    """A candidate that wins 10 more held-out items of 20 than the probe wins and is refitted; one that wins 2
+    more wins only where the benchmarks' prior says it should (short texts), and none without a gain."""
     from headstart.strategies import auto as auto_module
 
     texts, labels = make_texts(10)
@@ -313,9 +314,18 @@ def test_auto_leaves_the_probe_only_on_a_significant_gain(monkeypatch: pytest.Mo
     won = TransferClassifier(backbone="tiny-bert", strategy="auto", cache=False, budget="5m").fit(texts, labels)
     assert won.strategy_details_["chosen"] == "contrastive" and won.strategy_details_["refitted"]
     assert won.backbone_changed_
-    monkeypatch.setattr(auto_module.Auto, "_cross_validate", fake(2))  # 2 items of 20: noise
-    kept = TransferClassifier(backbone="tiny-bert", strategy="auto", cache=False, budget="5m").fit(texts, labels)
+    monkeypatch.setattr(auto_module.Auto, "_cross_validate", fake(2))  # 2 items of 20: not proof
+    # ... but on short texts at few labels per class the benchmarks' prior for pair training decides
+    prior = TransferClassifier(backbone="tiny-bert", strategy="auto", cache=False, budget="5m").fit(texts, labels)
+    pairs = next(d for d in prior.strategy_details_["decisions"] if d["strategy"] == "contrastive")
+    assert prior.strategy_details_["chosen"] == "contrastive" and not pairs["significant"] and "prior" in pairs
+    # ... not on long ones (where pair training lost on spam-assassin), nor without a gain
+    long_texts = [f"{t} " + "received from mail server by relay host " * 30 for t in texts]
+    kept = TransferClassifier(backbone="tiny-bert", strategy="auto", cache=False, budget="5m").fit(long_texts, labels)
     assert kept.strategy_details_["chosen"] == "linear-probe" and not kept.backbone_changed_
+    monkeypatch.setattr(auto_module.Auto, "_cross_validate", fake(0))
+    even = TransferClassifier(backbone="tiny-bert", strategy="auto", cache=False, budget="5m").fit(texts, labels)
+    assert even.strategy_details_["chosen"] == "linear-probe"
 
 
 def test_auto_judges_fixed_recipes_on_held_out_data_and_refits_the_winner() -> None:

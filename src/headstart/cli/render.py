@@ -134,7 +134,7 @@ def auto_decisions(details: dict[str, Any]) -> None:
     for col in ("strategy", "ran", *numbers, "why"):
         table.add_column(col, justify="right" if col in numbers else "left")
     for d in details["decisions"]:
-        why = d.get("skipped") or "; ".join(filter(None, (d.get("reason"), d.get("judged_by"))))
+        why = d.get("skipped") or "; ".join(filter(None, (d.get("reason"), d.get("judged_by"), d.get("prior"))))
         name = f"[bold]{d['strategy']}[/]" if d.get("chosen") else d["strategy"]
         acc = d.get("cv_accuracy", d.get("val_accuracy"))
         probe = d.get("probe_cv_accuracy", d.get("probe_val_accuracy"))
@@ -142,8 +142,9 @@ def auto_decisions(details: dict[str, Any]) -> None:
                       fmt(acc, 3), fmt(probe, 3), fmt(d.get("gain"), 3), fmt(d.get("needed"), 3), why)
     stdout.print(table)
     if details["chosen"] == "linear-probe":
-        stdout.print("no candidate beat the probe by more than its held-out items can fake (gain > needed): "
-                     "the probe on every label is the model.", highlight=False)
+        stdout.print("no candidate beat the probe by more than its held-out items can fake (gain > needed), "
+                     "nor gained where the benchmarks say it wins: the probe on every label is the model.",
+                     highlight=False)
     elif details.get("refitted"):
         stdout.print(f"the winner was refitted on all {details.get('n_refit')} labels.", highlight=False)
     elif details.get("refit_skipped"):

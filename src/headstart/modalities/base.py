@@ -156,6 +156,12 @@ class Modality:
         """``(strategy, settings, reason)`` the ``auto`` strategy tries after its linear-probe floor."""
         return [("partial", {"unfreeze": 2, "epochs": 4}, "the top layer groups adapt; the lower ones stay general")]
 
+    def auto_prior(self, strategy: str, per_class: float, items: Sequence[Any]) -> str | None:
+        """Why ``strategy`` is expected to beat the probe on these training ``items`` at ``per_class``
+        labels per class (the benchmark suite's paired evidence), or ``None``. ``auto`` takes such a
+        candidate when its cross-validated gain is positive but too small for those few labels to prove."""
+        return None
+
     def classic_inputs(self, items: Sequence[Any], locators: Sequence[str]) -> Any:
         """The classic baseline's inputs: a list of strings (``tfidf``) or a 2-D array (``dense``)."""
         import numpy as np
