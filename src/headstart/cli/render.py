@@ -141,7 +141,7 @@ def auto_decisions(details: dict[str, Any]) -> None:
         table.add_row(name, "yes" if d.get("ran") else "no", fmt(d.get("estimated_seconds"), 1), fmt(d.get("seconds"), 1),
                       fmt(acc, 3), fmt(probe, 3), fmt(d.get("gain"), 3), fmt(d.get("needed"), 3), why)
     stdout.print(table)
-    if details["chosen"] == "linear-probe":
+    if details["chosen"] == "linear-probe" and any(d.get("ran") for d in details["decisions"][1:]):
         stdout.print("no candidate beat the probe by more than its held-out items can fake (gain > needed), "
                      "nor gained where the benchmarks say it wins: the probe on every label is the model.",
                      highlight=False)

@@ -160,8 +160,8 @@ class Auto(Strategy):
         plan = candidates(backbone.spec.modality, per_class, context.device)
         modality = get_modality(backbone.spec.modality)
         folds = min(CV_FOLDS, min(everything.class_counts().values()))
-        judged = [name for name, _, _ in plan if (name in CROSS_VALIDATED and folds >= 2) or val is not None]
-        # Only candidates need an untouched copy and a timed step.
+        # Only candidates that can be judged need an untouched copy and a timed step.
+        judged = any((name in CROSS_VALIDATED and folds >= 2) or val is not None for name, _, _ in plan)
         pristine = copy.deepcopy(backbone) if judged else backbone
         step = _step_seconds(pristine, everything, context.device) if judged else None
         calibration = 1.0  # measured / estimated seconds of the candidates so far
